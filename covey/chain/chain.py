@@ -1,0 +1,228 @@
+"""`Chain`: one web3.py connection to either the embedded chain or any JSON-RPC node, plus safe transacting."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from web3 import Web3
+from web3.contract import Contract
+from web3.contract.contract import ContractFunction
+from web3.exceptions import ContractLogicError, TimeExhausted, Web3RPCError
+from web3.types import TxReceipt
+
+from covey.chain.compiler import compile_contract
+from covey.config import Settings, get_settings
+from covey.errors import ChainError, ValidationError
+
+DEV_MNEMONIC = "test test test test test test test test test test test junk"
+LOCAL_CHAIN_IDS = frozenset({31337, 1337})
+GAS_MARGIN = 1.2
+RECEIPT_TIMEOUT_S = 120.0
+
+
+def dev_accounts(count: int = 10) -> list[LocalAccount]:
+    """The funded dev accounts of the standard test mnemonic (the same ones anvil and hardhat fund)."""
+    Account.enable_unaudited_hdwallet_features()
+    return [Account.from_mnemonic(DEV_MNEMONIC, account_path=f"m/44'/60'/0'/0/{i}") for i in range(count)]
+
+
+def revert_reason(exc: BaseException) -> str:
+    """The contract's own revert message from a web3 error, without web3's prefixes."""
+    if isinstance(exc, ContractLogicError) and exc.message:
+        text = str(exc.message)
+    elif isinstance(exc, Web3RPCError) and exc.rpc_response:
+        text = str(exc.rpc_response.get("error", {}).get("message", exc))
+    else:
+        text = str(exc)
+    for prefix in ("execution reverted: ", "execution reverted"):
+        if text.startswith(prefix):
+            text = text[len(prefix) :]
+    return text.strip() or "execution reverted"
+
+
+class Chain:
+    """A connection to the coordinator chain with helpers that set nonce, gas and fees themselves.
+
+    Use `Chain.connect()` to follow the settings: `COVEY_RPC_URL` set means that node; otherwise the
+    embedded chain under `COVEY_HOME/chain`, or the `covey chain serve` process that holds it.
+    """
+
+    def __init__(self, w3: Web3, backend: str, *, node: Any = None, data_dir: Path | None = None) -> None:
+        self.w3 = w3
+        self.backend = backend
+        self.data_dir = data_dir
+        self._node = node
+        self._send_lock = threading.Lock()
+        try:
+            self.chain_id: int = int(w3.eth.chain_id)
+        except Exception as exc:  # any transport failure means "cannot reach the node"
+            raise ChainError(f"cannot reach the chain ({backend}): {exc}") from exc
+
+    # -- construction -------------------------------------------------------------------------------------
+
+    @classmethod
+    def connect(cls, settings: Settings | None = None) -> Chain:
+        """Connect as the settings say: an RPC URL, the served embedded chain, or the embedded chain itself."""
+        settings = settings or get_settings()
+        if settings.rpc_url:
+            return cls.from_rpc(settings.rpc_url)
+        return cls.embedded(settings.subdir("chain"))
+
+    @classmethod
+    def from_rpc(cls, url: str, *, backend: str = "rpc") -> Chain:
+        """Connect to any Ethereum JSON-RPC node over HTTP."""
+        if not url.startswith(("http://", "https://")):
+            raise ValidationError(f"unsupported RPC URL {url!r}: expected http:// or https://")
+        w3 = Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": 60}))
+        return cls(w3, backend)
+
+    @classmethod
+    def embedded(cls, data_dir: Path) -> Chain:
+        """Open the persistent in-process chain in `data_dir`, or talk to the server that holds it."""
+        from covey.chain._embedded import EmbeddedProvider, open_node, running_server_url
+
+        served = running_server_url(data_dir)
+        if served:
+            chain = cls.from_rpc(served, backend="embedded-served")
+            chain.data_dir = data_dir
+            return chain
+        node = open_node(data_dir)
+        return cls(Web3(EmbeddedProvider(node)), "embedded", node=node, data_dir=data_dir)
+
+    def close(self) -> None:
+        """Release the embedded chain (writes its snapshot); a no-op for RPC connections."""
+        if self._node is not None:
+            self._node.close()
+            self._node = None
+
+    def __enter__(self) -> Chain:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- facts ------------------------------------------------------------------------------------------
+
+    @property
+    def is_local(self) -> bool:
+        """True on a dev chain (embedded, anvil, hardhat), where faucets and time travel are allowed."""
+        return self.backend.startswith("embedded") or self.chain_id in LOCAL_CHAIN_IDS
+
+    def block_number(self) -> int:
+        return int(self.w3.eth.block_number)
+
+    def timestamp(self) -> int:
+        """The latest block's timestamp, the clock contracts see."""
+        return int(self.w3.eth.get_block("latest")["timestamp"])
+
+    def balance(self, address: str) -> int:
+        return int(self.w3.eth.get_balance(Web3.to_checksum_address(address)))
+
+    # -- contracts --------------------------------------------------------------------------------------
+
+    def contract(self, name: str, address: str) -> Contract:
+        """A handle on the deployed contract `name` at `address`."""
+        return self.w3.eth.contract(address=Web3.to_checksum_address(address), abi=compile_contract(name).abi)
+
+    def deploy(self, name: str, *args: Any, sender: LocalAccount) -> Contract:
+        """Compile (cached) and deploy contract `name`; return a handle at its new address."""
+        compiled = compile_contract(name)
+        factory = self.w3.eth.contract(abi=compiled.abi, bytecode=compiled.bytecode)
+        receipt = self._send(factory.constructor(*args), sender, value=0, gas=None, label=f"deploy {name}")
+        address = receipt["contractAddress"]
+        assert address is not None
+        return self.w3.eth.contract(address=address, abi=compiled.abi)
+
+    def transact(
+        self, fn: ContractFunction, sender: LocalAccount, *, value: int = 0, gas: int | None = None
+    ) -> TxReceipt:
+        """Sign and send a contract call, wait for its receipt; a revert raises `ChainError(reason)`."""
+        return self._send(fn, sender, value=value, gas=gas, label=fn.fn_name)
+
+    def call(self, fn: ContractFunction, sender: str | None = None) -> Any:
+        """Run a view call; a revert raises `ChainError` with the contract's message."""
+        try:
+            return fn.call({"from": sender} if sender else {})
+        except (ContractLogicError, Web3RPCError) as exc:
+            reason = revert_reason(exc)
+            raise ChainError(reason, reason=reason) from exc
+
+    def send_eth(self, sender: LocalAccount, to: str, wei: int) -> TxReceipt:
+        """Transfer native currency (gas money)."""
+        tx = {"to": Web3.to_checksum_address(to), "value": wei, "gas": 21_000}
+        return self._sign_and_wait(tx, sender, label="send ETH")
+
+    # -- dev-chain controls -----------------------------------------------------------------------------
+
+    def increase_time(self, seconds: int) -> None:
+        """Move the chain clock forward and mine a block (dev chains only)."""
+        self._require_local("time travel")
+        self.w3.provider.make_request("evm_increaseTime", [int(seconds)])  # type: ignore[arg-type]
+        self.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+
+    def set_balance(self, address: str, wei: int) -> None:
+        """Set an address's native balance (dev chains only)."""
+        self._require_local("setting balances")
+        self.w3.provider.make_request(  # type: ignore[arg-type]
+            "anvil_setBalance", [Web3.to_checksum_address(address), hex(wei)]
+        )
+
+    def _require_local(self, what: str) -> None:
+        if not self.is_local:
+            raise ChainError(f"{what} is only allowed on a local dev chain (chain id {self.chain_id})")
+
+    # -- sending ----------------------------------------------------------------------------------------
+
+    def _send(self, fn: Any, sender: LocalAccount, *, value: int, gas: int | None, label: str) -> TxReceipt:
+        params: dict[str, Any] = {"from": sender.address, "value": value}
+        if gas is None:
+            try:
+                gas = int(fn.estimate_gas(params) * GAS_MARGIN)
+            except (ContractLogicError, Web3RPCError) as exc:
+                reason = revert_reason(exc)
+                raise ChainError(f"{label} reverted: {reason}", reason=reason) from exc
+        params["gas"] = gas
+        tx = fn.build_transaction({**params, "nonce": 0, "maxFeePerGas": 0, "maxPriorityFeePerGas": 0})
+        tx.pop("from", None)
+        return self._sign_and_wait(dict(tx), sender, label=label)
+
+    def _sign_and_wait(self, tx: dict[str, Any], sender: LocalAccount, *, label: str) -> TxReceipt:
+        eth = self.w3.eth
+        base_fee = int(eth.get_block("latest").get("baseFeePerGas", 0) or 0)
+        tip = 10**9
+        tx.update(
+            chainId=self.chain_id,
+            maxPriorityFeePerGas=tip,
+            maxFeePerGas=2 * base_fee + tip,
+            type=2,
+        )
+        # One signer per process at a time per chain handle keeps "pending" nonces consistent.
+        with self._send_lock:
+            tx["nonce"] = eth.get_transaction_count(sender.address, "pending")
+            signed = sender.sign_transaction(tx)
+            try:
+                tx_hash = eth.send_raw_transaction(signed.raw_transaction)
+            except Web3RPCError as exc:
+                raise ChainError(f"{label} rejected by the node: {revert_reason(exc)}") from exc
+        try:
+            receipt = eth.wait_for_transaction_receipt(tx_hash, timeout=RECEIPT_TIMEOUT_S, poll_latency=0.05)
+        except TimeExhausted as exc:
+            raise ChainError(f"{label}: no receipt for {tx_hash.hex()} after {RECEIPT_TIMEOUT_S:.0f}s") from exc
+        if receipt["status"] != 1:
+            reason = self._replay_reason(tx, sender.address, receipt["blockNumber"])
+            raise ChainError(f"{label} reverted: {reason}", reason=reason)
+        return receipt
+
+    def _replay_reason(self, tx: dict[str, Any], sender: str, block_number: int) -> str:
+        """Re-run a failed transaction as a call to learn its revert reason."""
+        call = {k: tx[k] for k in ("to", "data", "value", "gas") if k in tx}
+        call["from"] = sender
+        try:
+            self.w3.eth.call(call, block_identifier=max(block_number - 1, 0))  # type: ignore[arg-type]
+        except (ContractLogicError, Web3RPCError) as exc:
+            return revert_reason(exc)
+        return "out of gas or reverted without a reason"

@@ -1,0 +1,71 @@
+"""What commands share: settings, the chain connection, the deployment and the signing account."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from eth_account.signers.local import LocalAccount
+
+from covey.chain import Chain
+from covey.chain.deploy import Deployment, load_deployment
+from covey.chain.wallets import Keystore
+from covey.config import Settings, get_settings
+from covey.errors import WalletError
+
+
+@dataclass
+class Context:
+    """Lazily opened resources for one CLI invocation; `close()` releases the embedded chain."""
+
+    settings: Settings = field(default_factory=get_settings)
+
+    @cached_property
+    def chain(self) -> Chain:
+        return Chain.connect(self.settings)
+
+    @cached_property
+    def deployment(self) -> Deployment:
+        return load_deployment(self.chain)
+
+    @cached_property
+    def keystore(self) -> Keystore:
+        return Keystore(self.settings)
+
+    def signer(self, name_or_address: str | None) -> LocalAccount:
+        """The account that signs: `--from`, else COVEY_KEY; the password from COVEY_PASSWORD or a prompt."""
+        chosen = name_or_address or self.settings.key
+        if not chosen:
+            raise WalletError("no signing account: pass --from NAME or set COVEY_KEY")
+        wallet = self.keystore.find(chosen)
+        if wallet.path is None:
+            if not self.chain.is_local:
+                raise WalletError("dev accounts exist only on local chains")
+            return self.keystore.unlock(chosen, None)
+        password = self.settings.password
+        if password is None and sys.stdin.isatty():
+            password = getpass.getpass(f"password for {wallet.name}: ")
+        return self.keystore.unlock(chosen, password)
+
+    def close(self) -> None:
+        if "chain" in self.__dict__:
+            self.chain.close()
+
+
+def debug_enabled() -> bool:
+    return os.environ.get("COVEY_DEBUG", "") not in ("", "0")
+
+
+@contextmanager
+def open_context() -> Iterator[Context]:
+    """A `Context` for one command, closed (chain snapshot written) however the command ends."""
+    context = Context()
+    try:
+        yield context
+    finally:
+        context.close()

@@ -1,0 +1,52 @@
+"""The root `covey` app: registers every sub-app and turns errors into one line and exit code 1."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+
+import click
+import typer
+
+from covey.cli import chain_cmd, demo_cmd, stake_cmd, wallet_cmd
+from covey.cli._context import debug_enabled
+from covey.cli._output import error_console
+from covey.errors import CoveyError
+
+app = typer.Typer(
+    name="covey",
+    help="Covey: a decentralised AI network on an EVM chain (token economy, Arena, Alliance, Gateway, Compute).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(chain_cmd.app, name="chain")
+app.add_typer(wallet_cmd.app, name="wallet")
+app.add_typer(stake_cmd.app, name="stake")
+app.command("demo")(demo_cmd.demo)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the `covey` console script."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except click.exceptions.Exit as done:
+        sys.exit(done.exit_code)
+    except click.exceptions.Abort:
+        error_console.print("error: aborted")
+        sys.exit(1)
+    except click.ClickException as usage:
+        usage.show()
+        sys.exit(1 if usage.exit_code == 0 else usage.exit_code)
+    except CoveyError as exc:
+        error_console.print(f"error: {exc}", markup=False, highlight=False)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        error_console.print("error: interrupted")
+        sys.exit(130)
+    except Exception as exc:  # the last line of defence: users get one line, COVEY_DEBUG=1 shows the trace
+        if debug_enabled():
+            traceback.print_exc()
+        first_line = (str(exc).splitlines() or [""])[0]
+        error_console.print(f"error: {type(exc).__name__}: {first_line}", markup=False, highlight=False)
+        sys.exit(1)

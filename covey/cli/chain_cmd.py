@@ -1,0 +1,79 @@
+"""`covey chain ...`: deploy the contract suite, show chain facts, serve the embedded chain over JSON-RPC."""
+
+from __future__ import annotations
+
+import typer
+
+from covey.cli._context import open_context
+from covey.cli._output import console, print_json, table
+from covey.errors import ChainError
+
+app = typer.Typer(help="The chain: deploy the contracts, show facts, serve the embedded chain.", no_args_is_help=True)
+
+JSON_OPTION = typer.Option(False, "--json", help="Print the result as JSON.")
+
+
+@app.command()
+def deploy(
+    as_json: bool = JSON_OPTION,
+    from_: str = typer.Option("dev0", "--from", help="Deployer account (a wallet name or dev0..dev9)."),
+) -> None:
+    """Deploy the whole contract suite and write the manifest to COVEY_HOME/deployments/<chainId>.json."""
+    from covey.chain.deploy import deploy_suite
+
+    with open_context() as ctx:
+        deployer = ctx.signer(from_)
+        deployment = deploy_suite(ctx.chain, deployer)
+        data = deployment.to_json()
+        if as_json:
+            print_json(data)
+            return
+        rows = [(name, address, data["blocks"].get(name, "")) for name, address in data["contracts"].items()]
+        console.print(table(f"Covey suite on chain {ctx.chain.chain_id}", ["contract", "address", "block"], rows))
+
+
+@app.command()
+def info(as_json: bool = JSON_OPTION) -> None:
+    """Show the backend, chain id, latest block and deployed addresses."""
+    with open_context() as ctx:
+        chain = ctx.chain
+        try:
+            contracts = ctx.deployment.contracts
+        except ChainError:
+            contracts = {}
+        data = {
+            "backend": chain.backend,
+            "chainId": chain.chain_id,
+            "block": chain.block_number(),
+            "timestamp": chain.timestamp(),
+            "rpcUrl": ctx.settings.rpc_url,
+            "dataDir": str(chain.data_dir) if chain.data_dir else None,
+            "contracts": contracts,
+        }
+        if as_json:
+            print_json(data)
+            return
+        rows = [(key, value) for key, value in data.items() if key != "contracts"]
+        rows += [(name, address) for name, address in contracts.items()]
+        if not contracts:
+            rows.append(("contracts", "none deployed: run `covey chain deploy`"))
+        console.print(table("Chain", ["", "value"], rows))
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
+    port: int = typer.Option(8545, help="TCP port."),
+) -> None:
+    """Serve the embedded chain as Ethereum JSON-RPC so several processes share it."""
+    from covey.chain._embedded import open_node, serve_rpc
+
+    with open_context() as ctx:
+        if ctx.settings.rpc_url:
+            raise ChainError("COVEY_RPC_URL is set: `covey chain serve` serves the embedded chain only")
+        node = open_node(ctx.settings.subdir("chain"))
+        try:
+            console.print(f"serving the embedded chain on http://{host}:{port} (Ctrl-C to stop)")
+            serve_rpc(node, host=host, port=port)
+        finally:
+            node.close()

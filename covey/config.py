@@ -1,0 +1,46 @@
+"""Settings in one place: environment variables `COVEY_*`, with defaults for a laptop."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything a Covey process needs to know about where it runs.
+
+    - `home`: the data directory (`COVEY_HOME`, default `~/.covey`), created on first use.
+    - `rpc_url`: an Ethereum JSON-RPC URL (`COVEY_RPC_URL`); unset means the embedded chain.
+    - `store_url`: where artifacts live (`COVEY_STORE_URL`); unset means `home/artifacts`.
+    - `key`: the keystore account name or address used by commands that sign (`COVEY_KEY`).
+    - `password`: the keystore password (`COVEY_PASSWORD`); unset means prompt.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="COVEY_", extra="ignore")
+
+    home: Path = Field(default_factory=lambda: Path.home() / ".covey")
+    rpc_url: str | None = None
+    store_url: str | None = None
+    key: str | None = None
+    password: str | None = None
+
+    @cached_property
+    def data_dir(self) -> Path:
+        """The data directory, created (with its parents) on first use."""
+        path = self.home.expanduser().resolve()
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def subdir(self, name: str) -> Path:
+        """A named folder inside the data directory, created on first use."""
+        path = self.data_dir / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+def get_settings() -> Settings:
+    """Read settings from the environment now (no global cache, so tests can change it)."""
+    return Settings()
