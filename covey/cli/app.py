@@ -36,8 +36,8 @@ def main(argv: list[str] | None = None) -> None:
         error_console.print("error: aborted")
         sys.exit(1)
     except click.ClickException as usage:
-        usage.show()
-        sys.exit(1 if usage.exit_code == 0 else usage.exit_code)
+        error_console.print(f"error: {usage.format_message()}", markup=False, highlight=False)
+        sys.exit(1)
     except CoveyError as exc:
         error_console.print(f"error: {exc}", markup=False, highlight=False)
         sys.exit(exc.exit_code)

@@ -1,0 +1,171 @@
+"""Chain benchmark: ERC-20 transfers/s and stake operations/s on the embedded chain (in process and served)
+and on anvil in the same run, their ratios, and gas per operation. Writes bench/results/chain.json."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from covey.chain.deploy import deploy_suite
+from eth_account.signers.local import LocalAccount
+from rich.console import Console
+from rich.table import Table
+from web3 import Web3
+
+from covey.chain import Chain, dev_accounts
+
+REPO = Path(__file__).resolve().parent.parent
+TRANSFERS = int(os.environ.get("BENCH_TRANSFERS", "1000"))
+STAKE_OPS = int(os.environ.get("BENCH_STAKE_OPS", "300"))
+RESULTS = REPO / "bench" / "results" / "chain.json"
+console = Console()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_rpc(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"node at {url} exited with {proc.returncode}")
+        try:
+            if Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": 2})).is_connected():
+                return
+        except Exception:  # not up yet
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"no node at {url}")
+
+
+def signed_loop(chain: Chain, sender: LocalAccount, build: Any, count: int, gas: int) -> float:
+    """Send `count` pre-signed transactions built by `build(i)`; return transactions per second.
+
+    The client sets nonce, gas and fees itself (as a production sender does), reads every receipt.
+    """
+    w3 = chain.w3
+    nonce = w3.eth.get_transaction_count(sender.address, "pending")
+    base_fee = int(w3.eth.get_block("latest").get("baseFeePerGas", 0) or 0)
+    fees = {"maxFeePerGas": 4 * base_fee + 10**9, "maxPriorityFeePerGas": 10**9}
+    started = time.perf_counter()
+    for i in range(count):
+        tx = {**build(i), "nonce": nonce + i, "gas": gas, "chainId": chain.chain_id, "type": 2, **fees}
+        tx_hash = w3.eth.send_raw_transaction(sender.sign_transaction(tx).raw_transaction)
+        receipt = w3.eth.wait_for_transaction_receipt(tx_hash, poll_latency=0.01)
+        if receipt["status"] != 1:
+            raise RuntimeError(f"benchmark transaction {i} reverted")
+    return count / (time.perf_counter() - started)
+
+
+def measure(chain: Chain, label: str) -> dict[str, float]:
+    """Transfers/s and stake operations/s on one chain, with a freshly deployed suite."""
+    owner, receiver = dev_accounts(2)
+    suite = deploy_suite(chain, owner)
+    token = suite.contract(chain, "CoveyToken")
+    staking = suite.contract(chain, "Staking")
+    to = receiver.address
+
+    # Build call data once: what a busy client does (the ABI encoding is not the chain's cost).
+    unsigned = {"from": owner.address, "gas": 300_000, "nonce": 0, "maxFeePerGas": 0, "maxPriorityFeePerGas": 0}
+    transfer_tx = token.functions.transfer(to, 1).build_transaction(unsigned)
+    chain.transact(token.functions.approve(staking.address, 2**255), owner)
+    stake_tx = staking.functions.stake(1, 10**18).build_transaction(unsigned)
+    strip = ("nonce", "gas", "maxFeePerGas", "maxPriorityFeePerGas", "chainId", "type", "from")
+    transfer_base = {k: v for k, v in transfer_tx.items() if k not in strip}
+    stake_base = {k: v for k, v in stake_tx.items() if k not in strip}
+    with console.status(f"{label}: {TRANSFERS} transfers"):
+        transfers_per_s = signed_loop(chain, owner, lambda i: transfer_base, TRANSFERS, 100_000)
+    with console.status(f"{label}: {STAKE_OPS} stake operations"):
+        stake_per_s = signed_loop(chain, owner, lambda i: stake_base, STAKE_OPS, 300_000)
+    return {"transfers_per_s": round(transfers_per_s, 1), "stake_ops_per_s": round(stake_per_s, 1)}
+
+
+def gas_table(chain: Chain) -> dict[str, int]:
+    """Gas used by each user-facing operation, measured on one chain."""
+    from covey.chain.gas_report import measure_gas
+
+    return measure_gas(chain)
+
+
+def main() -> dict[str, Any]:
+    results: dict[str, Any] = {"transfers": TRANSFERS, "stake_ops": STAKE_OPS}
+    with tempfile.TemporaryDirectory() as home:
+        os.environ["COVEY_HOME"] = home
+        os.environ.pop("COVEY_RPC_URL", None)
+        with Chain.embedded(Path(home) / "chain") as chain:
+            results["embedded"] = measure(chain, "embedded (in process)")
+            results["gas"] = gas_table(chain)
+
+    with tempfile.TemporaryDirectory() as home:
+        port = free_port()
+        env = {**os.environ, "COVEY_HOME": home}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "covey.cli", "chain", "serve", "--port", str(port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_rpc(url, proc)
+            results["served"] = measure(Chain.from_rpc(url), "embedded (served over JSON-RPC)")
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+    anvil = REPO / "node_modules" / ".bin" / "anvil"
+    port = free_port()
+    proc = subprocess.Popen([str(anvil), "--port", str(port), "--silent"], stdout=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_rpc(url, proc)
+        results["anvil"] = measure(Chain.from_rpc(url), "anvil")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+    anvil_tps = results["anvil"]["transfers_per_s"]
+    results["ratios"] = {
+        "embedded_vs_anvil": round(results["embedded"]["transfers_per_s"] / anvil_tps, 2),
+        "served_vs_anvil": round(results["served"]["transfers_per_s"] / anvil_tps, 2),
+    }
+    results["goals"] = {
+        "embedded_at_least_400_tps": results["embedded"]["transfers_per_s"] >= 400,
+        "embedded_at_least_3x_anvil": results["ratios"]["embedded_vs_anvil"] >= 3,
+        "served_at_least_200_tps": results["served"]["transfers_per_s"] >= 200,
+    }
+
+    table = Table(title=f"Chain throughput ({TRANSFERS} ERC-20 transfers, {STAKE_OPS} stakes, receipts read)")
+    for column in ("backend", "transfers/s", "stake ops/s", "vs anvil"):
+        table.add_column(column, justify="right" if column != "backend" else "left")
+    for backend in ("embedded", "served", "anvil"):
+        row = results[backend]
+        ratio = row["transfers_per_s"] / anvil_tps
+        table.add_row(backend, f"{row['transfers_per_s']:.0f}", f"{row['stake_ops_per_s']:.0f}", f"{ratio:.2f}x")
+    console.print(table)
+    gas = Table(title="Gas per operation (embedded chain)")
+    gas.add_column("operation")
+    gas.add_column("gas", justify="right")
+    for name, used in results["gas"].items():
+        gas.add_row(name, f"{used:,}")
+    console.print(gas)
+    for goal, met in results["goals"].items():
+        console.print(f"goal {goal}: {'met' if met else 'MISSED'}")
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2))
+    console.print(f"wrote {RESULTS.relative_to(REPO)}")
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""Runs the demo's stages in order on one chain, timing each and collecting what they report."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.console import Console
+from rich.rule import Rule
+
+from covey.chain import Chain
+from covey.chain.chain import dev_accounts
+from covey.chain.deploy import Deployment, deploy_suite, load_deployment
+from covey.config import Settings
+from covey.errors import ChainError
+
+
+@dataclass
+class DemoContext:
+    """What stages share: the chain, the deployed suite, the console and each stage's results."""
+
+    chain: Chain
+    deployment: Deployment
+    settings: Settings
+    console: Console
+    results: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One chapter of the story: a name people read and the function that plays it."""
+
+    name: str
+    title: str
+    run: Callable[[DemoContext], dict[str, Any]]
+
+
+def prepare(chain: Chain, console: Console) -> Deployment:
+    """Reuse the suite already deployed on this chain, or deploy one."""
+    try:
+        deployment = load_deployment(chain)
+        console.print(f"using the Covey suite already on chain {chain.chain_id}")
+        return deployment
+    except ChainError:
+        console.print(f"deploying the Covey suite on chain {chain.chain_id} ({chain.backend})")
+        return deploy_suite(chain, dev_accounts(1)[0])
+
+
+def run_demo(stages: list[Stage], settings: Settings, console: Console) -> dict[str, Any]:
+    """Play every stage on the chain the settings name; return each stage's results and timing."""
+    summary: dict[str, Any] = {"stages": {}}
+    with Chain.connect(settings) as chain:
+        if not chain.is_local:
+            raise ChainError("the demo funds accounts and moves time: run it on a local chain (embedded or anvil)")
+        deployment = prepare(chain, console)
+        context = DemoContext(chain, deployment, settings, console)
+        for stage in stages:
+            console.print(Rule(f"[bold]{stage.title}"))
+            started = time.perf_counter()
+            result = stage.run(context)
+            elapsed_s = time.perf_counter() - started
+            context.results[stage.name] = result
+            summary["stages"][stage.name] = {"seconds": round(elapsed_s, 2), **result}
+            console.print(f"[dim]{stage.name} stage took {elapsed_s:.1f}s[/]")
+        summary["chain"] = {"backend": chain.backend, "chainId": chain.chain_id, "block": chain.block_number()}
+    return summary

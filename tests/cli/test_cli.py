@@ -1,0 +1,122 @@
+"""The `covey` command as a user runs it: deploy, wallets, faucet, staking, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+COVEY = [sys.executable, "-m", "covey.cli"]
+
+
+def run(home: Path, *args: str, password: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COVEY_")}
+    env["COVEY_HOME"] = str(home)
+    if password is not None:
+        env["COVEY_PASSWORD"] = password
+    result = subprocess.run(
+        [*COVEY, *args], env=env, capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL
+    )
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], fragment: str) -> None:
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    assert fragment in lines[0], lines[0]
+    assert "Traceback" not in result.stderr
+
+
+@pytest.fixture
+def deployed_home(covey_home: Path) -> Path:
+    run(covey_home, "chain", "deploy")
+    return covey_home
+
+
+def test_help_describes_every_group(covey_home: Path) -> None:
+    top = run(covey_home, "--help").stdout
+    for group in ("chain", "wallet", "stake", "demo"):
+        assert group in top
+    for group, commands in {
+        "chain": ("deploy", "info", "serve"),
+        "wallet": ("new", "list", "show", "balance", "faucet"),
+        "stake": ("add", "delegate", "undelegate", "unbond", "withdraw", "commission", "show"),
+    }.items():
+        text = run(covey_home, group, "--help").stdout
+        for command in commands:
+            assert command in text, f"{group} --help does not mention {command}"
+
+
+def test_deploy_writes_manifest_and_info_reads_it(deployed_home: Path) -> None:
+    info = json.loads(run(deployed_home, "chain", "info", "--json").stdout)
+    assert info["backend"] == "embedded"
+    manifest = json.loads((deployed_home / "deployments" / f"{info['chainId']}.json").read_text())
+    assert manifest["chainId"] == info["chainId"]
+    for name in ("CoveyToken", "USDToken", "Staking", "Treasury"):
+        assert manifest["contracts"][name] == info["contracts"][name]
+    assert info["block"] > 0
+
+
+def test_wallet_faucet_stake_and_show(deployed_home: Path) -> None:
+    created = json.loads(run(deployed_home, "wallet", "new", "alice", "--json", password="pw-alice").stdout)
+    address = created["address"]
+    keyfile = Path(created["keyfile"])
+    assert keyfile.exists() and "alice" in keyfile.name
+    listed = json.loads(run(deployed_home, "wallet", "list", "--json").stdout)
+    assert {"name": "alice", "address": address} in listed
+
+    run(deployed_home, "wallet", "faucet", "alice")
+    balance = json.loads(run(deployed_home, "wallet", "balance", "alice", "--json").stdout)
+    assert balance["cov_units"] == 10_000 * 10**18
+    assert balance["usd_units"] == 1_000 * 10**6
+    assert balance["eth_wei"] == 10 * 10**18
+
+    run(deployed_home, "stake", "add", "validator", "250", "--from", "alice", password="pw-alice")
+    run(deployed_home, "stake", "delegate", address, "validator", "100", "--from", "dev1")
+    shown = json.loads(run(deployed_home, "stake", "show", "alice", "--json").stdout)
+    assert shown["roles"]["validator"]["self"] == 250 * 10**18
+    assert shown["roles"]["validator"]["effective"] == 350 * 10**18
+
+    run(deployed_home, "stake", "unbond", "validator", "50", "--from", "alice", password="pw-alice")
+    shown = json.loads(run(deployed_home, "stake", "show", "alice", "--json").stdout)
+    assert shown["roles"]["validator"]["self"] == 200 * 10**18
+    assert [entry["amount"] for entry in shown["unbonding"]] == [50 * 10**18]
+    early = run(deployed_home, "stake", "withdraw", "--from", "alice", password="pw-alice", check=False)
+    assert_one_line_error(early, "staking: unbonding not finished")
+
+
+def test_bad_input_gives_one_line_and_exit_1(deployed_home: Path) -> None:
+    assert_one_line_error(run(deployed_home, "wallet", "show", "nobody", check=False), "unknown account")
+    assert_one_line_error(run(deployed_home, "wallet", "balance", "0x1234", check=False), "malformed address")
+    assert_one_line_error(
+        run(deployed_home, "stake", "add", "validator", "--", "-5", "--from", "dev1", check=False), "positive"
+    )
+    assert_one_line_error(
+        run(deployed_home, "stake", "add", "validator", "ten", "--from", "dev1", check=False), "malformed amount"
+    )
+    assert_one_line_error(
+        run(deployed_home, "stake", "add", "wizard", "1", "--from", "dev1", check=False), "unknown role"
+    )
+    assert_one_line_error(
+        run(deployed_home, "stake", "delegate", "0xnot-an-address", "validator", "1", "--from", "dev1", check=False),
+        "malformed address",
+    )
+
+    run(deployed_home, "wallet", "new", "poor", password="right")
+    wrong = run(deployed_home, "stake", "add", "trainer", "1", "--from", "poor", password="wrong", check=False)
+    assert_one_line_error(wrong, "wrong password")
+    # `poor` has no ETH for gas and no COV: the node or the token refuses, in one line.
+    broke = run(deployed_home, "stake", "add", "trainer", "1", "--from", "poor", password="right", check=False)
+    assert broke.returncode == 1 and len(broke.stderr.strip().splitlines()) == 1
+    run(deployed_home, "wallet", "faucet", "poor")
+    too_much = run(deployed_home, "stake", "add", "trainer", "20000", "--from", "poor", password="right", check=False)
+    assert_one_line_error(too_much, "insufficient")
+    assert_one_line_error(run(deployed_home, "stake", "--bogus", check=False), "No such option")
