@@ -1,0 +1,87 @@
+"""Demo stage 1, the token economy: fund, stake, delegate, commission, slash, reward, emission, unbond, withdraw."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from covey.chain.faucet import fund
+from covey.chain.roles import Role
+from covey.cli._output import format_units
+from covey.demo.accounts import actors, holdings, holdings_json, holdings_table
+from covey.demo.runner import DemoContext
+
+COV = 10**18
+
+
+def token_stage(ctx: DemoContext) -> dict[str, Any]:
+    """Play the token economy on the deployed suite and print who holds what before and after."""
+    chain, suite, say = ctx.chain, ctx.deployment, ctx.console.print
+    people = actors()
+    owner, alice, bob, carol, referee = (people[n] for n in ("owner", "alice", "bob", "carol", "referee"))
+    cov = suite.contract(chain, "CoveyToken")
+    staking = suite.contract(chain, "Staking")
+    treasury = suite.contract(chain, "Treasury")
+    cast = {"alice": alice, "bob": bob, "carol": carol}
+    operators = [alice.address, carol.address]
+
+    for account in (*cast.values(), referee):
+        fund(chain, suite, account.address)
+    say("faucet: alice, bob, carol and a referee module each got 10 ETH, 1,000 USD and 10,000 COV")
+    before = {name: holdings(chain, suite, a.address, operators) for name, a in cast.items()}
+    treasury_before = int(cov.functions.balanceOf(treasury.address).call())
+
+    def act(account: Any, fn: Any) -> None:
+        chain.transact(fn, account)
+
+    act(alice, cov.functions.approve(staking.address, 1_000 * COV))
+    act(alice, staking.functions.stake(Role.VALIDATOR, 1_000 * COV))
+    act(alice, staking.functions.setCommission(1_000))
+    say("alice stakes 1,000 COV as a validator and asks 10% commission (effective after the commission delay)")
+    chain.increase_time(int(staking.functions.commissionDelay().call()) + 1)
+
+    act(bob, cov.functions.approve(staking.address, 500 * COV))
+    act(bob, staking.functions.delegate(alice.address, Role.VALIDATOR, 500 * COV))
+    say(
+        "bob delegates 500 COV to alice: her effective stake is now "
+        f"{format_units(int(staking.functions.effectiveStake(alice.address, Role.VALIDATOR).call()))} COV"
+    )
+
+    act(carol, cov.functions.approve(staking.address, 400 * COV))
+    act(carol, staking.functions.stake(Role.TRAINER, 400 * COV))
+    act(carol, staking.functions.unbond(Role.TRAINER, 100 * COV))
+    say("carol stakes 400 COV as a trainer and starts unbonding 100 (slashable until withdrawn)")
+
+    if not staking.functions.isModule(referee.address).call():
+        act(owner, staking.functions.setModule(referee.address, True))
+    act(referee, staking.functions.slash(alice.address, Role.VALIDATOR, 150 * COV, "demo: scores far from consensus"))
+    say(
+        "the referee module slashes alice's validator pool 150 COV: alice and bob lose pro rata (100 and 50), "
+        "and the tokens go to the Treasury"
+    )
+
+    act(referee, cov.functions.approve(staking.address, 300 * COV))
+    act(referee, staking.functions.distributeReward(alice.address, Role.VALIDATOR, 300 * COV))
+    pending_bob = int(staking.functions.pendingRewards(bob.address, alice.address, Role.VALIDATOR).call())
+    act(bob, staking.functions.claimRewards(alice.address, Role.VALIDATOR))
+    say(f"a 300 COV reward to alice's pool: bob's share after her 10% commission is {format_units(pending_bob)} COV")
+
+    chain.increase_time(int(treasury.functions.epochLength().call()))
+    act(owner, treasury.functions.mintEmission())
+    chain.increase_time(int(staking.functions.unbondingDelay().call()) + 1)
+    act(carol, staking.functions.withdraw())
+    say("one emission epoch later the Treasury mints its emission; after the unbonding delay carol withdraws 100 COV")
+
+    after = {name: holdings(chain, suite, a.address, operators) for name, a in cast.items()}
+    ctx.console.print(holdings_table("Token economy: COV positions before and after", before, after))
+    treasury_after = int(cov.functions.balanceOf(treasury.address).call())
+    say(
+        f"treasury: {format_units(treasury_before)} -> {format_units(treasury_after)} COV "
+        f"(slashes and emission); total supply {format_units(int(cov.functions.totalSupply().call()))} COV"
+    )
+    return {
+        "before": holdings_json(before),
+        "after": holdings_json(after),
+        "treasury_before": treasury_before,
+        "treasury_after": treasury_after,
+        "bob_reward": pending_bob,
+    }
