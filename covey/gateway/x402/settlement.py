@@ -1,0 +1,221 @@
+"""When accepted payments reach the chain: `StrictSettlement` before each answer, `BatchedSettlement` later.
+
+Batched: a payment is re-checked and held by the facilitator (its nonce in flight, its amount counted
+against the payer's balance), journaled with fsync, and only then answered; a worker thread settles the
+journal's pending payments many per transaction. After a crash, the journal's pending payments are held
+again and settled; one that a lost batch already executed is recognised on chain (its nonce is used by a
+transfer to the payee), so every accepted payment is settled exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from covey.gateway.x402.interfaces import BatchSettler, FacilitatorClient, VerifiedPayment
+from covey.gateway.x402.journal import JournalEntry, PaymentJournal
+from covey.gateway.x402.types import PaymentPayload, PaymentRequirements, SettleResponse
+
+log = logging.getLogger(__name__)
+
+# Strict settlement runs after the handler: leave it a minute to produce its answer and land the transfer.
+STRICT_MIN_VALIDITY_S = 60
+# Batched settlement needs the payment to survive a flush interval, a retry or two, and a restart.
+BATCHED_MIN_VALIDITY_S = 180
+DEFAULT_BATCH_SIZE = 50
+DEFAULT_FLUSH_INTERVAL_S = 1.0
+MAX_RETRY_BACKOFF_S = 30.0
+
+
+class StrictSettlement:
+    """Settle on chain before answering: the answer carries the transaction hash."""
+
+    mode = "strict"
+
+    def __init__(self, facilitator: FacilitatorClient, *, min_validity_s: int = STRICT_MIN_VALIDITY_S) -> None:
+        self.facilitator = facilitator
+        self.min_validity_s = min_validity_s
+        self._settled = 0
+        self._failed = 0
+
+    async def settle(self, payment: VerifiedPayment) -> SettleResponse:
+        result = await self.facilitator.settle(payment.payload, payment.requirements)
+        if result.success:
+            self._settled += 1
+        else:
+            self._failed += 1
+        return result
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    def status(self) -> dict[str, Any]:
+        return {"mode": self.mode, "pending": 0, "settled": self._settled, "failed": self._failed}
+
+
+class BatchedSettlement:
+    """Answer once the payment is journaled; settle journaled payments in batches on a worker thread.
+
+    The answer's `PAYMENT-RESPONSE` says `success: true` with an empty `transaction`: the transfer is
+    owed, not yet mined. Money is at risk only in the window between acceptance and the batch (the payer
+    could move the funds); the facilitator counts held payments against the balance to bound it.
+    """
+
+    mode = "batched"
+
+    def __init__(
+        self,
+        settler: BatchSettler,
+        journal_dir: Path,
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        flush_interval_s: float = DEFAULT_FLUSH_INTERVAL_S,
+        min_validity_s: int = BATCHED_MIN_VALIDITY_S,
+        executor: ThreadPoolExecutor | None = None,
+    ) -> None:
+        self.settler = settler
+        self.journal_dir = Path(journal_dir)
+        self.batch_size = batch_size
+        self.flush_interval_s = flush_interval_s
+        self.min_validity_s = min_validity_s
+        self._own_executor = executor is None
+        self._executor = executor or ThreadPoolExecutor(max_workers=8, thread_name_prefix="x402-batched")
+        self._journal: PaymentJournal | None = None
+        self._cond = threading.Condition()
+        self._queue: dict[str, tuple[PaymentPayload, PaymentRequirements]] = {}
+        self._stopping = False
+        self._worker: threading.Thread | None = None
+        self._counts = {"settled": 0, "failed": 0, "recovered": 0, "batches": 0}
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the journal, hold and queue what a previous run left pending, start the worker."""
+        await self._run(self._open)
+
+    def _open(self) -> None:
+        self._journal = PaymentJournal(self.journal_dir)
+        for entry in self._journal.pending():
+            payload, requirements = _decode(entry)
+            self.settler.restore(payload, requirements)
+            self._queue[entry.key] = (payload, requirements)
+        self._counts["recovered"] = len(self._queue)
+        if self._queue:
+            log.info("x402: %d journaled payments from a previous run will be settled", len(self._queue))
+        self._worker = threading.Thread(target=self._work, name="x402-settler", daemon=True)
+        self._worker.start()
+
+    async def close(self, *, drain_timeout_s: float = 30.0) -> None:
+        """Stop accepting work, settle what is pending (within `drain_timeout_s`), close the journal."""
+        await self._run(self._stop, drain_timeout_s)
+        if self._own_executor:
+            self._executor.shutdown(wait=False)
+
+    def _stop(self, drain_timeout_s: float) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._worker is not None:
+            self._worker.join(timeout=drain_timeout_s)
+        if self._journal is not None:
+            self._journal.close()
+
+    def status(self) -> dict[str, Any]:
+        with self._cond:
+            return {"mode": self.mode, "pending": len(self._queue), **self._counts}
+
+    # -- accepting -----------------------------------------------------------------------------------
+
+    async def settle(self, payment: VerifiedPayment) -> SettleResponse:
+        """Hold and journal the payment (fsync) so it survives a crash; the chain sees it in a later batch."""
+        if self._journal is None:
+            raise RuntimeError("BatchedSettlement.start() was not awaited")
+        verdict = await self._run(
+            self.settler.reserve, payment.payload, payment.requirements, min_validity_s=self.min_validity_s
+        )
+        network = payment.requirements.network
+        if not verdict.is_valid:
+            return SettleResponse(
+                success=False,
+                error_reason=verdict.invalid_reason,
+                error_message=verdict.invalid_message,
+                payer=verdict.payer,
+                transaction="",
+                network=network,
+            )
+        try:
+            await self._run(
+                self._journal.append_accepted, payment.key, payment.payload.to_wire(), payment.requirements.to_wire()
+            )
+        except BaseException:
+            self.settler.release(payment.payload)
+            raise
+        with self._cond:
+            self._queue[payment.key] = (payment.payload, payment.requirements)
+            if len(self._queue) >= self.batch_size:
+                self._cond.notify_all()
+        return SettleResponse(
+            success=True, payer=payment.payer, transaction="", network=network, amount=payment.requirements.amount
+        )
+
+    async def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+
+    # -- the worker ----------------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        backoff_s = self.flush_interval_s
+        while True:
+            with self._cond:
+                if not self._stopping and len(self._queue) < self.batch_size:
+                    self._cond.wait(timeout=backoff_s)
+                batch = list(self._queue.items())[: self.batch_size]
+                stopping = self._stopping
+            if not batch:
+                if stopping:
+                    return
+                continue
+            progressed = self._settle(batch)
+            if stopping and not progressed:
+                log.warning("x402: %d payments stay journaled for the next start", len(self._queue))
+                return
+            backoff_s = self.flush_interval_s if progressed else min(backoff_s * 2, MAX_RETRY_BACKOFF_S)
+
+    def _settle(self, batch: list[tuple[str, tuple[PaymentPayload, PaymentRequirements]]]) -> bool:
+        """Settle one batch and journal the final outcomes; False when nothing became final."""
+        try:
+            results = self.settler.settle_batch([item for _key, item in batch])
+        except Exception as exc:  # the chain is unreachable: everything stays pending, retried with backoff
+            log.warning("x402: batch settlement failed, will retry: %s", exc)
+            return False
+        outcomes = []
+        for (key, _item), result in zip(batch, results, strict=True):
+            if result is None:
+                continue
+            outcomes.append((key, result.success, result.transaction, result.error_reason))
+            if not result.success:
+                log.warning("x402: accepted payment %s could not be settled: %s", key, result.error_reason)
+        assert self._journal is not None
+        try:
+            self._journal.append_settled(outcomes)
+        except Exception as exc:  # still pending in the journal: settled again next start, found on chain then
+            log.error("x402: cannot journal settled payments: %s", exc)
+            return False
+        with self._cond:
+            for key, success, _tx, _reason in outcomes:
+                self._queue.pop(key, None)
+                self._counts["settled" if success else "failed"] += 1
+            self._counts["batches"] += 1
+        return bool(outcomes)
+
+
+def _decode(entry: JournalEntry) -> tuple[PaymentPayload, PaymentRequirements]:
+    return PaymentPayload.model_validate(entry.payload), PaymentRequirements.model_validate(entry.requirements)
