@@ -1,7 +1,7 @@
 """Deploys the Covey contract suite, wires its roles, and keeps the deployment manifest under COVEY_HOME.
 
 The suite is a list of `Step`s run in order against one `DeployContext`; a later capability (Arena,
-Alliance, Market...) joins the suite by appending its steps to `SUITE_STEPS`. Every contract a step
+Alliance, Market...) joins the suite through `covey.chain.suite.suite_steps()`. Every contract a step
 deploys is registered on chain in the `Registry` and recorded in `COVEY_HOME/deployments/<chainId>.json`.
 """
 
@@ -185,7 +185,7 @@ CORE_STEPS: tuple[Step, ...] = (
 """The token economy every capability builds on; later steps may use any contract these deploy."""
 
 SUITE_STEPS: list[Step] = [*CORE_STEPS]
-"""The whole suite in order: the core, then each capability's deploy and wiring steps (appended here)."""
+"""The core alone, for tests that add one capability's steps; the full suite is `suite.suite_steps()`."""
 
 
 # -- deploying and loading ----------------------------------------------------------------------------
@@ -205,11 +205,15 @@ def deploy_suite(
     """Deploy and wire the suite, register it in the Registry, write the manifest, and return it.
 
     `genesis_cov` (whole COV) goes to the deployer; the deployer owns every contract. `steps` defaults to
-    `SUITE_STEPS`; it must start with `CORE_STEPS` (the Registry comes first).
+    the full suite (`covey.chain.suite.suite_steps()`); it must start with `CORE_STEPS` (the Registry first).
     """
     options = SuiteOptions(unbonding_delay_s, commission_delay_s, genesis_cov, emission_per_epoch_cov, epoch_length_s)
     ctx = DeployContext(chain, deployer, options)
-    for step in SUITE_STEPS if steps is None else steps:
+    if steps is None:
+        from covey.chain.suite import suite_steps  # the suite module imports this one
+
+        steps = suite_steps()
+    for step in steps:
         try:
             step.run(ctx)
         except ChainError as exc:
