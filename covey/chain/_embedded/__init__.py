@@ -1,0 +1,35 @@
+"""The embedded chain: a persistent, in-process EVM (py-evm) for web3.py and JSON-RPC clients.
+
+node = open_node(data_dir)            # exclusive; ChainBusyError if another process has it
+w3 = Web3(EmbeddedProvider(node))     # in process
+serve_rpc(node, port=8545)            # or over HTTP for other processes
+node.close()
+"""
+
+from covey.chain._embedded.engine import (
+    BASE_FEE_WEI,
+    BLOCK_GAS_LIMIT,
+    CHAIN_ID,
+    DEV_BALANCE_WEI,
+    DEV_MNEMONIC,
+    dev_private_keys,
+)
+from covey.chain._embedded.node import EmbeddedNode, open_node
+from covey.chain._embedded.provider import EmbeddedProvider
+from covey.chain._embedded.server import ServerHandle, running_server_url, serve_rpc, start_server_thread
+
+__all__ = [
+    "BASE_FEE_WEI",
+    "BLOCK_GAS_LIMIT",
+    "CHAIN_ID",
+    "DEV_BALANCE_WEI",
+    "DEV_MNEMONIC",
+    "EmbeddedNode",
+    "EmbeddedProvider",
+    "ServerHandle",
+    "dev_private_keys",
+    "open_node",
+    "running_server_url",
+    "serve_rpc",
+    "start_server_thread",
+]

@@ -1,0 +1,545 @@
+"""The EVM engine: one live py-evm Prague state that every transaction is applied to.
+
+Sealing a py-evm block per transaction (state root, tries, chain DB) would cap the chain near
+200 tx/s, so blocks here are *virtual*: every transaction gets its own block (automine) with a
+number, hash, timestamp and PREVRANDAO that the EVM sees, while receipts, transactions and
+blocks live in in-memory indexes. State roots are only computed at snapshots, so blocks report
+a zero `stateRoot`, and block hashes are a keccak over the fields we do keep, not a real header.
+Only the latest state is kept: calls against an older block raise `StateUnavailable`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from functools import cache
+from typing import Any, cast
+
+import rlp
+from eth._utils.address import generate_contract_address
+from eth.abc import ComputationAPI, SignedTransactionAPI
+from eth.constants import BLANK_ROOT_HASH, CREATE_CONTRACT_ADDRESS, ZERO_ADDRESS
+from eth.db.atomic import AtomicDB
+from eth.db.backends.memory import MemoryDB
+from eth.exceptions import Revert
+from eth.vm.execution_context import ExecutionContext
+from eth.vm.forks.prague import PragueVM
+from eth.vm.spoof import SpoofTransaction
+from eth_abi import decode as abi_decode
+from eth_abi.exceptions import DecodingError
+from eth_account import Account
+from eth_typing import Address, BlockNumber, Hash32
+from eth_utils import ValidationError as EthValidationError
+from eth_utils import keccak
+
+from covey.errors import ChainError
+
+CHAIN_ID = 31337
+BLOCK_GAS_LIMIT = 30_000_000
+BASE_FEE_WEI = 10**9
+GAS_PRICE_WEI = 2 * 10**9
+PRIORITY_FEE_WEI = 10**9
+COINBASE = ZERO_ADDRESS
+DEV_MNEMONIC = "test test test test test test test test test test test junk"
+DEV_ACCOUNT_COUNT = 10
+DEV_BALANCE_WEI = 10_000 * 10**18
+ZERO_HASH = b"\x00" * 32
+# BLOCKHASH can see this many ancestors (the EVM rule).
+BLOCKHASH_WINDOW = 256
+# EIP-7623 (Prague) calldata floor: a transaction must pay at least this per calldata token.
+_FLOOR_GAS_PER_TOKEN = 10
+_TX_BASE_GAS = 21_000
+_BLOB_TX_TYPE = 3
+
+VM_CLASS = PragueVM
+_STATE_CLASS = PragueVM.get_state_class()
+_TX_BUILDER = PragueVM.get_transaction_builder()
+
+_ERROR_SELECTOR = bytes.fromhex("08c379a0")  # Error(string)
+_PANIC_SELECTOR = bytes.fromhex("4e487b71")  # Panic(uint256)
+
+
+class TransactionRejected(ChainError):
+    """A transaction was refused before execution (nonce, funds, gas, fee, chain id, encoding).
+
+    It was neither mined nor journaled; the message says which rule it broke.
+    """
+
+
+class ExecutionReverted(ChainError):
+    """A call or gas estimate reverted; `data` is the raw revert data, `reason` its decoded text."""
+
+    def __init__(self, data: bytes) -> None:
+        reason = decode_revert_reason(data)
+        message = f"execution reverted: {reason}" if reason else "execution reverted"
+        super().__init__(message, reason=reason)
+        self.data = data
+
+
+class ExecutionFailed(ChainError):
+    """A call or gas estimate failed for a reason other than a revert (out of gas, bad opcode)."""
+
+
+class StateUnavailable(ChainError):
+    """A query asked for state at a block the engine no longer keeps (only the latest is kept)."""
+
+
+@cache
+def _dev_account(index: int) -> tuple[str, bytes]:
+    """The (private key hex, address bytes) of dev account `index` of the standard mnemonic."""
+    Account.enable_unaudited_hdwallet_features()
+    account = Account.from_mnemonic(DEV_MNEMONIC, account_path=f"m/44'/60'/0'/0/{index}")
+    return account.key.to_0x_hex(), bytes.fromhex(account.address[2:])
+
+
+def dev_private_keys(n: int = DEV_ACCOUNT_COUNT) -> list[str]:
+    """The first `n` private keys (0x-hex) of the dev mnemonic, the same accounts anvil funds."""
+    return [_dev_account(index)[0] for index in range(n)]
+
+
+def dev_addresses(n: int = DEV_ACCOUNT_COUNT) -> list[bytes]:
+    """The first `n` dev account addresses (20 bytes each)."""
+    return [_dev_account(index)[1] for index in range(n)]
+
+
+def decode_revert_reason(data: bytes) -> str | None:
+    """The text of an `Error(string)` or `Panic(uint256)` revert, or None for other data."""
+    try:
+        if data[:4] == _ERROR_SELECTOR:
+            return str(abi_decode(["string"], data[4:])[0])
+        if data[:4] == _PANIC_SELECTOR:
+            return f"panic code {abi_decode(['uint256'], data[4:])[0]:#x}"
+    except (DecodingError, ValueError, OverflowError):
+        return None
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    """One event emitted by a transaction (topics are 32 bytes each)."""
+
+    address: bytes
+    topics: tuple[bytes, ...]
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class TxRecord:
+    """A mined transaction and its receipt; the signed fields are decoded from `raw` on demand."""
+
+    hash: bytes
+    raw: bytes
+    block_number: int
+    sender: bytes
+    to: bytes | None
+    type_id: int
+    nonce: int
+    status: int
+    gas_used: int
+    effective_gas_price: int
+    contract_address: bytes | None
+    logs: tuple[LogEntry, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    """A virtual block: one transaction (automine) or none (`evm_mine`)."""
+
+    number: int
+    hash: bytes
+    parent_hash: bytes
+    timestamp: int
+    prevrandao: bytes
+    gas_used: int
+    tx_hashes: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedTransaction:
+    """A decoded transaction that passed `Engine.check_transaction`, with its raw bytes and hash."""
+
+    tx: SignedTransactionAPI
+    raw: bytes
+    hash: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CallRequest:
+    """An unsigned message for `eth_call`/`eth_estimateGas`; `to` is None to simulate a deploy."""
+
+    sender: bytes = ZERO_ADDRESS
+    to: bytes | None = None
+    gas: int | None = None
+    value: int = 0
+    data: bytes = b""
+
+
+def block_hash(
+    parent_hash: bytes, number: int, timestamp: int, prevrandao: bytes, gas_used: int, tx_hashes: Sequence[bytes]
+) -> bytes:
+    """The virtual block's hash: keccak of the fields that define it (deterministic on replay)."""
+    fields = [parent_hash, number, timestamp, prevrandao, gas_used, BASE_FEE_WEI, list(tx_hashes)]
+    return keccak(rlp.encode(fields))
+
+
+def prevrandao_for(parent_hash: bytes, number: int) -> bytes:
+    """PREVRANDAO of block `number`: a hash of (parent hash, number), so it differs per block."""
+    return keccak(parent_hash + number.to_bytes(32, "big"))
+
+
+def decode_transaction(raw: bytes) -> SignedTransactionAPI:
+    """Decode a signed raw transaction (legacy, EIP-2930, EIP-1559, EIP-7702)."""
+    try:
+        return _TX_BUILDER.decode(raw)
+    except (rlp.exceptions.RLPException, EthValidationError, ValueError, TypeError, IndexError) as exc:
+        raise TransactionRejected(f"invalid raw transaction: {exc}") from exc
+
+
+def calldata_floor_gas(data: bytes) -> int:
+    """The EIP-7623 minimum gas of a transaction carrying `data`."""
+    zeros = data.count(0)
+    tokens = zeros + 4 * (len(data) - zeros)
+    return _TX_BASE_GAS + _FLOOR_GAS_PER_TOKEN * tokens
+
+
+class Engine:
+    """One chain's live state, blocks, transactions and logs; not thread-safe (the node locks)."""
+
+    def __init__(
+        self,
+        db: AtomicDB,
+        state_root: bytes,
+        history: Iterable[tuple[Block, Sequence[TxRecord]]],
+        *,
+        time_offset_s: int = 0,
+        next_timestamp: int | None = None,
+    ) -> None:
+        self.db = db
+        self.blocks: list[Block] = []
+        self.blocks_by_hash: dict[bytes, Block] = {}
+        self.txs: dict[bytes, TxRecord] = {}
+        # Numbers of the blocks that emitted logs, ascending: eth_getLogs scans only these.
+        self.log_block_numbers: list[int] = []
+        for block, records in history:
+            self._index(block, records)
+        if not self.blocks:
+            raise ChainError("an embedded chain needs at least its genesis block")
+        self.time_offset_s = time_offset_s
+        self.next_timestamp = next_timestamp
+        head = self.head
+        context = self._context(head.number, head.timestamp, head.prevrandao, BASE_FEE_WEI)
+        self.state = _STATE_CLASS(db, context, state_root)
+
+    @classmethod
+    def genesis(cls, timestamp: int | None = None) -> Engine:
+        """A new chain whose block 0 funds the dev accounts with `DEV_BALANCE_WEI` each."""
+        stamp = int(time.time()) if timestamp is None else timestamp
+        randao = prevrandao_for(ZERO_HASH, 0)
+        block = Block(0, block_hash(ZERO_HASH, 0, stamp, randao, 0, ()), ZERO_HASH, stamp, randao, 0, ())
+        engine = cls(AtomicDB(), BLANK_ROOT_HASH, [(block, ())])
+        for address in dev_addresses():
+            engine.state.set_balance(Address(address), DEV_BALANCE_WEI)
+        engine.state.lock_changes()
+        return engine
+
+    # -- reading ----------------------------------------------------------------------------
+
+    @property
+    def head(self) -> Block:
+        """The latest block."""
+        return self.blocks[-1]
+
+    def balance(self, address: bytes) -> int:
+        return self.state.get_balance(Address(address))
+
+    def nonce(self, address: bytes) -> int:
+        return self.state.get_nonce(Address(address))
+
+    def code(self, address: bytes) -> bytes:
+        return self.state.get_code(Address(address))
+
+    def storage(self, address: bytes, slot: int) -> int:
+        return self.state.get_storage(Address(address), slot)
+
+    def block_records(self, block: Block) -> list[TxRecord]:
+        """The transactions (with receipts) of `block`, in order."""
+        return [self.txs[tx_hash] for tx_hash in block.tx_hashes]
+
+    # -- time control -----------------------------------------------------------------------
+
+    def peek_timestamp(self) -> int:
+        """The timestamp the next block will get: a pinned one, else wall clock plus offset."""
+        if self.next_timestamp is not None:
+            return self.next_timestamp
+        return max(self.head.timestamp, int(time.time()) + self.time_offset_s)
+
+    def increase_time(self, seconds: int) -> int:
+        """Move the chain clock forward by `seconds`; returns the total offset in seconds."""
+        if seconds < 0:
+            raise ChainError(f"cannot move time backwards (asked for {seconds} s)")
+        self.time_offset_s += seconds
+        return self.time_offset_s
+
+    def set_next_timestamp(self, timestamp: int) -> None:
+        """Pin the next block's timestamp; later blocks continue from it."""
+        if timestamp < self.head.timestamp:
+            raise ChainError(f"timestamp {timestamp} is before the latest block's timestamp {self.head.timestamp}")
+        self.next_timestamp = timestamp
+
+    def _consume_timestamp(self, timestamp: int) -> None:
+        if self.next_timestamp is not None:
+            # Like hardhat and anvil, the clock continues from a pinned timestamp.
+            self.next_timestamp = None
+            self.time_offset_s = timestamp - int(time.time())
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def check_transaction(self, raw: bytes) -> CheckedTransaction:
+        """Decode `raw` and check it against the next block; raises `TransactionRejected`."""
+        tx = decode_transaction(raw)
+        if tx.type_id == _BLOB_TX_TYPE:
+            raise TransactionRejected("blob transactions (type 3) are not supported by the embedded chain")
+        tx_hash = keccak(raw)
+        if tx_hash in self.txs:
+            raise TransactionRejected(f"already known: transaction 0x{tx_hash.hex()} is already mined")
+        if tx.chain_id is not None and tx.chain_id != CHAIN_ID:
+            raise TransactionRejected(
+                f"invalid chain id: the transaction is for chain {tx.chain_id}, this chain is {CHAIN_ID}"
+            )
+        try:
+            tx.validate()
+            sender = tx.sender
+        except (EthValidationError, ValueError) as exc:
+            raise TransactionRejected(f"invalid transaction: {exc}") from exc
+        who = f"address 0x{sender.hex()}"
+        if tx.gas > BLOCK_GAS_LIMIT:
+            raise TransactionRejected(
+                f"exceeds block gas limit: transaction gas {tx.gas}, block gas limit {BLOCK_GAS_LIMIT}"
+            )
+        minimum_gas = max(tx.intrinsic_gas, calldata_floor_gas(tx.data))
+        if tx.gas < minimum_gas:
+            raise TransactionRejected(f"intrinsic gas too low: have {tx.gas}, want {minimum_gas}")
+        if tx.max_fee_per_gas < BASE_FEE_WEI:
+            raise TransactionRejected(
+                f"max fee per gas less than block base fee: {who}, "
+                f"maxFeePerGas: {tx.max_fee_per_gas}, baseFee: {BASE_FEE_WEI}"
+            )
+        if tx.max_priority_fee_per_gas > tx.max_fee_per_gas:
+            raise TransactionRejected(
+                f"max priority fee per gas higher than max fee per gas: {who}, "
+                f"maxPriorityFeePerGas: {tx.max_priority_fee_per_gas}, maxFeePerGas: {tx.max_fee_per_gas}"
+            )
+        expected_nonce = self.state.get_nonce(sender)
+        if tx.nonce < expected_nonce:
+            raise TransactionRejected(f"nonce too low: {who}, tx: {tx.nonce} state: {expected_nonce}")
+        if tx.nonce > expected_nonce:
+            raise TransactionRejected(
+                f"nonce too high: {who}, tx: {tx.nonce} state: {expected_nonce} "
+                "(the embedded chain mines at once and keeps no queue of future nonces)"
+            )
+        cost = tx.gas * tx.max_fee_per_gas + tx.value
+        balance = self.state.get_balance(sender)
+        if balance < cost:
+            raise TransactionRejected(f"insufficient funds for gas * price + value: {who} have {balance} want {cost}")
+        return CheckedTransaction(tx, raw, tx_hash)
+
+    def execute(self, checked: CheckedTransaction, timestamp: int) -> TxRecord:
+        """Mine a checked transaction in a new block at `timestamp`; returns its receipt."""
+        tx, raw, tx_hash = checked.tx, checked.raw, checked.hash
+        parent = self.head
+        number = parent.number + 1
+        randao = prevrandao_for(parent.hash, number)
+        state = self.state
+        state.execution_context = self._context(number, timestamp, randao, BASE_FEE_WEI)
+        # A checkpoint costs microseconds and keeps the state whole if py-evm raises mid-way.
+        checkpoint = state.snapshot()
+        try:
+            computation = state.apply_transaction(tx)
+        except BaseException:
+            state.revert(checkpoint)
+            raise
+        state.commit(checkpoint)
+        state.lock_changes()
+        is_create = tx.to == CREATE_CONTRACT_ADDRESS
+        sender = tx.sender
+        record = TxRecord(
+            hash=tx_hash,
+            raw=raw,
+            block_number=number,
+            sender=sender,
+            to=None if is_create else tx.to,
+            type_id=tx.type_id or 0,
+            nonce=tx.nonce,
+            status=0 if computation.is_error else 1,
+            gas_used=VM_CLASS.finalize_gas_used(tx, computation),
+            effective_gas_price=state.get_gas_price(tx),
+            contract_address=generate_contract_address(sender, tx.nonce) if is_create else None,
+            logs=_logs_of(computation),
+        )
+        block_id = block_hash(parent.hash, number, timestamp, randao, record.gas_used, (tx_hash,))
+        block = Block(number, block_id, parent.hash, timestamp, randao, record.gas_used, (tx_hash,))
+        self._consume_timestamp(timestamp)
+        self._index(block, (record,))
+        return record
+
+    def mine_empty(self, timestamp: int) -> Block:
+        """Mine a block without transactions at `timestamp`."""
+        if timestamp < self.head.timestamp:
+            raise ChainError(f"timestamp {timestamp} is before the latest block's {self.head.timestamp}")
+        parent = self.head
+        number = parent.number + 1
+        randao = prevrandao_for(parent.hash, number)
+        block = Block(
+            number, block_hash(parent.hash, number, timestamp, randao, 0, ()), parent.hash, timestamp, randao, 0, ()
+        )
+        self._consume_timestamp(timestamp)
+        self._index(block, ())
+        return block
+
+    def persist_state(self) -> bytes:
+        """Write pending state changes into the trie database; returns the state root."""
+        self.state.persist()
+        return self.state.state_root
+
+    def read_state_node(self, key: bytes) -> bytes:
+        """A trie node or code blob of the state database, by hash."""
+        return self.db[key]
+
+    def rebase(self, nodes: dict[bytes, bytes]) -> None:
+        """Continue on a database holding only `nodes` (the persisted state, minus garbage)."""
+        root = self.state.state_root
+        context = self.state.execution_context
+        self.db = AtomicDB(MemoryDB(nodes))
+        self.state = _STATE_CLASS(self.db, context, root)
+
+    def set_balance(self, address: bytes, balance_wei: int) -> None:
+        """Dev control: overwrite an account's balance (like `anvil_setBalance`)."""
+        self.state.set_balance(Address(address), balance_wei)
+        self.state.lock_changes()
+
+    def _index(self, block: Block, records: Sequence[TxRecord]) -> None:
+        if block.number != len(self.blocks):
+            raise ChainError(f"block {block.number} does not follow block {len(self.blocks) - 1}")
+        self.blocks.append(block)
+        self.blocks_by_hash[block.hash] = block
+        for record in records:
+            self.txs[record.hash] = record
+        if any(record.logs for record in records):
+            self.log_block_numbers.append(block.number)
+
+    def _context(self, number: int, timestamp: int, randao: bytes, base_fee: int) -> ExecutionContext:
+        blocks = self.blocks
+
+        def ancestor_hashes() -> Iterator[Hash32]:
+            # Newest first, as BLOCKHASH expects; lazily, since most transactions never ask.
+            for ancestor in range(number - 1, max(-1, number - 1 - BLOCKHASH_WINDOW), -1):
+                yield Hash32(blocks[ancestor].hash)
+
+        return ExecutionContext(
+            coinbase=COINBASE,
+            timestamp=timestamp,
+            block_number=BlockNumber(number),
+            difficulty=0,
+            mix_hash=Hash32(randao),
+            gas_limit=BLOCK_GAS_LIMIT,
+            prev_hashes=ancestor_hashes(),
+            chain_id=CHAIN_ID,
+            base_fee_per_gas=base_fee,
+            excess_blob_gas=0,
+        )
+
+    # -- simulation -------------------------------------------------------------------------
+
+    def call(self, request: CallRequest, *, pending: bool = False) -> bytes:
+        """Run `request` against the latest state (or the pending block) and return its output."""
+        computation, _ = self._simulate(request, request.gas or BLOCK_GAS_LIMIT, pending)
+        _raise_for_error(computation)
+        return bytes(computation.output)
+
+    def estimate_gas(self, request: CallRequest, *, pending: bool = True) -> int:
+        """Gas limit that lets `request` succeed: one run at the cap, one check, else a search."""
+        cap = min(request.gas or BLOCK_GAS_LIMIT, BLOCK_GAS_LIMIT)
+        computation, used = self._simulate(request, cap, pending)
+        if computation.is_error and not isinstance(computation.error, Revert):
+            raise ExecutionFailed(f"gas required exceeds allowance ({cap}): {computation.error}")
+        _raise_for_error(computation)
+        needed = max(used, calldata_floor_gas(request.data))
+        if request.to is not None and not self.state.get_code(Address(request.to)):
+            return needed  # a plain value transfer runs no code: its cost is exact
+        # Gas left at the end must cover SSTORE's 2300 stipend check and the 1/64 that every
+        # inner call withholds, so the first check adds that margin instead of searching.
+        guess = min(cap, (needed + 2300) * 64 // 63)
+        if self._succeeds(request, guess, pending):
+            return guess
+        low, high = guess, cap
+        while low + 1 < high:
+            middle = (low + high) // 2
+            if self._succeeds(request, middle, pending):
+                high = middle
+            else:
+                low = middle
+        return high
+
+    def _succeeds(self, request: CallRequest, gas: int, pending: bool) -> bool:
+        computation, _ = self._simulate(request, gas, pending)
+        return computation.is_success
+
+    def _simulate(self, request: CallRequest, gas: int, pending: bool) -> tuple[ComputationAPI, int]:
+        """Execute without a signature and with a zero base fee, then undo every change.
+
+        Returns the computation and the gas it used before refunds (what a limit must cover).
+        """
+        if pending:
+            parent = self.head
+            number, stamp = parent.number + 1, self.peek_timestamp()
+            randao = prevrandao_for(parent.hash, number)
+        else:
+            number, stamp, randao = self.head.number, self.head.timestamp, self.head.prevrandao
+        state = self.state
+        saved_context = state.execution_context
+        state.execution_context = self._context(number, stamp, randao, 0)
+        checkpoint = state.snapshot()
+        try:
+            unsigned = _TX_BUILDER.create_unsigned_transaction(
+                nonce=state.get_nonce(Address(request.sender)),
+                gas_price=0,
+                gas=gas,
+                to=CREATE_CONTRACT_ADDRESS if request.to is None else Address(request.to),
+                value=request.value,
+                data=request.data,
+            )
+            intrinsic = unsigned.intrinsic_gas
+            if gas < intrinsic:
+                raise ExecutionFailed(f"intrinsic gas too low: have {gas}, want {intrinsic}")
+            balance = state.get_balance(Address(request.sender))
+            if request.value > balance:
+                raise ExecutionFailed(
+                    f"insufficient funds for gas * price + value: have {balance} want {request.value}"
+                )
+            spoofed = cast(SignedTransactionAPI, SpoofTransaction(unsigned, from_=Address(request.sender)))
+            computation = state.apply_transaction(spoofed)
+            return computation, gas - computation.get_gas_remaining()
+        finally:
+            state.revert(checkpoint)
+            state.execution_context = saved_context
+
+
+def _logs_of(computation: ComputationAPI) -> tuple[LogEntry, ...]:
+    return tuple(
+        LogEntry(bytes(address), tuple(topic.to_bytes(32, "big") for topic in topics), bytes(data))
+        for address, topics, data in computation.get_log_entries()
+    )
+
+
+def _raise_for_error(computation: ComputationAPI) -> None:
+    if computation.is_success:
+        return
+    if isinstance(computation.error, Revert):
+        raise ExecutionReverted(bytes(computation.output))
+    raise ExecutionFailed(f"execution failed: {_describe(computation.error)}")
+
+
+def _describe(error: Any) -> str:
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
