@@ -12,7 +12,7 @@ from web3 import Web3
 from web3.contract import Contract
 from web3.contract.contract import ContractFunction
 from web3.exceptions import ContractLogicError, TimeExhausted, Web3RPCError
-from web3.types import TxReceipt
+from web3.types import RPCEndpoint, TxReceipt
 
 from covey.chain.compiler import compile_contract
 from covey.config import Settings, get_settings
@@ -163,15 +163,13 @@ class Chain:
     def increase_time(self, seconds: int) -> None:
         """Move the chain clock forward and mine a block (dev chains only)."""
         self._require_local("time travel")
-        self.w3.provider.make_request("evm_increaseTime", [int(seconds)])  # type: ignore[arg-type]
-        self.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+        self.w3.provider.make_request(RPCEndpoint("evm_increaseTime"), [int(seconds)])
+        self.w3.provider.make_request(RPCEndpoint("evm_mine"), [])
 
     def set_balance(self, address: str, wei: int) -> None:
         """Set an address's native balance (dev chains only)."""
         self._require_local("setting balances")
-        self.w3.provider.make_request(  # type: ignore[arg-type]
-            "anvil_setBalance", [Web3.to_checksum_address(address), hex(wei)]
-        )
+        self.w3.provider.make_request(RPCEndpoint("anvil_setBalance"), [Web3.to_checksum_address(address), hex(wei)])
 
     def _require_local(self, what: str) -> None:
         if not self.is_local:
@@ -221,7 +219,7 @@ class Chain:
 
     def _replay_reason(self, tx: dict[str, Any], sender: str, block_number: int) -> str:
         """Re-run a failed transaction as a call to learn its revert reason."""
-        call = {k: tx[k] for k in ("to", "data", "value", "gas") if k in tx}
+        call: dict[str, Any] = {k: tx[k] for k in ("to", "data", "value", "gas") if k in tx}
         call["from"] = sender
         try:
             self.w3.eth.call(call, block_identifier=max(block_number - 1, 0))  # type: ignore[arg-type]

@@ -13,7 +13,7 @@ from rich.table import Table
 from covey.errors import ValidationError
 
 console = Console()
-error_console = Console(stderr=True)
+error_console = Console(stderr=True, soft_wrap=True)
 
 COV_DECIMALS = 18
 USD_DECIMALS = 6

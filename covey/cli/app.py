@@ -5,8 +5,10 @@ from __future__ import annotations
 import sys
 import traceback
 
-import click
 import typer
+
+# typer >= 0.29 ships its own copy of click; its exceptions are what `app(standalone_mode=False)` raises.
+from typer._click import exceptions as click_exceptions
 
 from covey.cli import chain_cmd, demo_cmd, stake_cmd, wallet_cmd
 from covey.cli._context import debug_enabled
@@ -30,12 +32,14 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point of the `covey` console script."""
     try:
         app(args=argv, standalone_mode=False)
-    except click.exceptions.Exit as done:
+    except click_exceptions.NoArgsIsHelpError:
+        sys.exit(0)
+    except typer.Exit as done:
         sys.exit(done.exit_code)
-    except click.exceptions.Abort:
+    except typer.Abort:
         error_console.print("error: aborted")
         sys.exit(1)
-    except click.ClickException as usage:
+    except click_exceptions.ClickException as usage:
         error_console.print(f"error: {usage.format_message()}", markup=False, highlight=False)
         sys.exit(1)
     except CoveyError as exc:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import typer
 
 from covey.chain.roles import Role
@@ -26,7 +29,7 @@ def _approve_and(ctx: Context, signer_name: str | None, amount: int) -> tuple[ob
     return signer, staking
 
 
-def _done(as_json: bool, action: str, receipt: dict, **fields: object) -> None:
+def _done(as_json: bool, action: str, receipt: Mapping[str, Any], **fields: object) -> None:
     data = {"action": action, "tx": receipt["transactionHash"].hex(), "gasUsed": receipt["gasUsed"], **fields}
     if as_json:
         print_json(data)

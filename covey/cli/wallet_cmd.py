@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import sys
+from typing import Any
 
 import typer
 
@@ -71,7 +72,7 @@ def balance(
         suite = ctx.deployment
         cov = suite.contract(ctx.chain, "CoveyToken")
         usd = suite.contract(ctx.chain, "USDToken")
-        data = {
+        data: dict[str, Any] = {
             "address": address,
             "eth_wei": ctx.chain.balance(address),
             "cov_units": int(cov.functions.balanceOf(address).call()),

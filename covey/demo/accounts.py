@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from eth_account.signers.local import LocalAccount
@@ -35,7 +36,7 @@ class Holdings:
         return self.liquid + self.staked + self.delegated + self.unbonding
 
 
-def holdings(chain: Chain, deployment: Deployment, address: str, operators: list[str]) -> Holdings:
+def holdings(chain: Chain, deployment: Deployment, address: str, operators: Sequence[str]) -> Holdings:
     """Read an account's liquid COV, own stake, delegations (to `operators`) and unbonding value."""
     cov = deployment.contract(chain, "CoveyToken")
     usd = deployment.contract(chain, "USDToken")

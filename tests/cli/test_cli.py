@@ -80,6 +80,7 @@ def test_wallet_faucet_stake_and_show(deployed_home: Path) -> None:
     assert balance["eth_wei"] == 10 * 10**18
 
     run(deployed_home, "stake", "add", "validator", "250", "--from", "alice", password="pw-alice")
+    run(deployed_home, "wallet", "faucet", "dev1")
     run(deployed_home, "stake", "delegate", address, "validator", "100", "--from", "dev1")
     shown = json.loads(run(deployed_home, "stake", "show", "alice", "--json").stdout)
     assert shown["roles"]["validator"]["self"] == 250 * 10**18
@@ -97,7 +98,7 @@ def test_bad_input_gives_one_line_and_exit_1(deployed_home: Path) -> None:
     assert_one_line_error(run(deployed_home, "wallet", "show", "nobody", check=False), "unknown account")
     assert_one_line_error(run(deployed_home, "wallet", "balance", "0x1234", check=False), "malformed address")
     assert_one_line_error(
-        run(deployed_home, "stake", "add", "validator", "--", "-5", "--from", "dev1", check=False), "positive"
+        run(deployed_home, "stake", "add", "validator", "--from", "dev1", "--", "-5", check=False), "positive"
     )
     assert_one_line_error(
         run(deployed_home, "stake", "add", "validator", "ten", "--from", "dev1", check=False), "malformed amount"
@@ -118,5 +119,5 @@ def test_bad_input_gives_one_line_and_exit_1(deployed_home: Path) -> None:
     assert broke.returncode == 1 and len(broke.stderr.strip().splitlines()) == 1
     run(deployed_home, "wallet", "faucet", "poor")
     too_much = run(deployed_home, "stake", "add", "trainer", "20000", "--from", "poor", password="right", check=False)
-    assert_one_line_error(too_much, "insufficient")
+    assert_one_line_error(too_much, "transfer amount exceeds balance")
     assert_one_line_error(run(deployed_home, "stake", "--bogus", check=False), "No such option")
