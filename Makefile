@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.covey-installed
 NODE_STAMP := node_modules/.covey-installed
 
-.PHONY: all bootstrap demo test test-fast bench lint clean
+.PHONY: all bootstrap browser demo test test-fast bench lint clean
 
 all: test
 
@@ -23,16 +23,20 @@ $(NODE_STAMP): package.json package-lock.json
 
 bootstrap: $(STAMP) $(NODE_STAMP)
 
+# Debian's Chromium for the explorer's browser tests (Playwright cannot download browsers here).
+browser:
+	bash scripts/install-browser.sh
+
 demo: bootstrap
 	$(VENV)/bin/covey demo
 
-test: bootstrap
+test: bootstrap browser
 	$(PY) -m pytest -q
 
-test-fast: bootstrap
+test-fast: bootstrap browser
 	$(PY) -m pytest -q -m "not e2e"
 
-bench: bootstrap
+bench: bootstrap browser
 	@for script in bench/*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
 
 lint: bootstrap
