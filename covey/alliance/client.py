@@ -1,0 +1,365 @@
+"""`AllianceClient`: the Alliance contract as typed Python: transactions, views as dataclasses, phases as enums.
+
+Every write signs with the given account through `Chain.transact` (a revert raises `ChainError` whose
+`.reason` is the contract's `alliance: ...` message); every view decodes the contract's structs by their
+ABI field names into frozen dataclasses with snake_case fields.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import time
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any, TypeVar
+
+from eth_account.signers.local import LocalAccount
+from web3 import Web3
+from web3.contract import Contract
+from web3.logs import DISCARD
+from web3.types import TxReceipt
+
+from covey.chain.alliance_deploy import ALLIANCE, vote_commitment
+from covey.chain.chain import Chain
+from covey.chain.deploy import Deployment
+from covey.errors import ChainError
+
+RANDOMNESS_POLL_S = 0.5
+
+
+class Phase(IntEnum):
+    """Where an alliance stands (`Alliance.phase`)."""
+
+    IDLE = 0  # waiting for `openRound`
+    ARMED = 1  # waiting for the randomness block, then `startRound`
+    PROPOSING = 2
+    COMMITTING = 3
+    REVEALING = 4
+    FINALISABLE = 5
+    COMPLETE = 6
+
+
+class UpdateStatus(IntEnum):
+    """The tally's verdict on one update."""
+
+    PENDING = 0
+    ACCEPTED = 1
+    REJECTED = 2
+    UNDECIDED = 3
+    MISSING = 4
+
+
+class VoterOutcome(IntEnum):
+    """The tally's verdict on one voter."""
+
+    PENDING = 0
+    WINNING = 1
+    LOSING = 2
+    SILENT = 3
+
+
+class RoundRole(IntEnum):
+    """An account's part in a round (`Alliance.roleIn`)."""
+
+    NONE = 0
+    PROPOSER = 1
+    VOTER = 2
+
+
+@dataclass(frozen=True)
+class AllianceParams:
+    """What a creator chooses (amounts in COV wei, durations in seconds, `rule_id` from `covey.alliance.rules`)."""
+
+    spec_hash: bytes
+    initial_model_hash: bytes
+    reward_pool: int
+    rounds: int
+    proposers_per_round: int
+    voters_per_round: int
+    min_stake: int
+    slash_bps: int = 5_000
+    propose_duration_s: int = 60
+    commit_duration_s: int = 60
+    reveal_duration_s: int = 60
+    rule_id: int = 0
+
+    def as_tuple(self) -> tuple[Any, ...]:
+        """The `AllianceParams` struct in ABI order."""
+        return (
+            self.spec_hash,
+            self.initial_model_hash,
+            self.reward_pool,
+            self.rounds,
+            self.proposers_per_round,
+            self.voters_per_round,
+            self.min_stake,
+            self.slash_bps,
+            self.propose_duration_s,
+            self.commit_duration_s,
+            self.reveal_duration_s,
+            self.rule_id,
+        )
+
+
+@dataclass(frozen=True)
+class AllianceInfo:
+    creator: str
+    spec_hash: bytes
+    initial_model_hash: bytes
+    rounds: int
+    proposers_per_round: int
+    voters_per_round: int
+    min_stake: int
+    penalty: int
+    propose_duration: int
+    commit_duration: int
+    reveal_duration: int
+    aggregation_rule: int
+    reward_pool: int
+    member_count: int
+    current_round: int
+    state: int
+    randomness_block: int
+    snapshot_stake: int
+    eligible_count: int
+    model_hash: bytes
+    model_round: int
+    total_paid: int
+    total_slashed: int
+    total_recovered: int
+    refunded: int
+
+    @property
+    def closing_round(self) -> int:
+        """The voters-only round after the training rounds that confirms the final model."""
+        return self.rounds + 1
+
+
+@dataclass(frozen=True)
+class RoundInfo:
+    seed: bytes
+    randomness_block: int
+    started_at: int
+    propose_end: int
+    commit_end: int
+    reveal_end: int
+    proposer_count: int
+    voter_count: int
+    committed_count: int
+    committed_mask: int
+    votes_committed: int
+    votes_revealed: int
+    committee_stake: int
+    revealed_stake: int
+    accepted_mask: int
+    rejected_mask: int
+    model_hash: bytes
+    model_stake: int
+    model_confirmed: bool
+    reward: int
+    proposer_paid: int
+    voter_paid: int
+    slashed: int
+    recovered: int
+    finalized: bool
+
+
+@dataclass(frozen=True)
+class Proposal:
+    proposer: str
+    weight: int
+    update_hash: bytes
+    committed: bool
+    status: UpdateStatus
+    accept_stake: int
+    reject_stake: int
+    payout: int
+    slashed: int
+
+
+@dataclass(frozen=True)
+class Vote:
+    voter: str
+    weight: int
+    commitment: bytes
+    committed: bool
+    revealed: bool
+    accept_mask: int
+    model_hash: bytes
+    agreed: int
+    outcome: VoterOutcome
+    payout: int
+    slashed: int
+
+
+T = TypeVar("T")
+
+
+class AllianceClient:
+    """Typed access to one deployed Alliance contract."""
+
+    def __init__(self, chain: Chain, address: str) -> None:
+        self.chain = chain
+        self.contract: Contract = chain.contract(ALLIANCE, address)
+        self.address = str(self.contract.address)
+        self._token: Contract | None = None
+
+    @classmethod
+    def from_deployment(cls, chain: Chain, deployment: Deployment) -> AllianceClient:
+        """The Alliance of a suite deployment (raises `ChainError` when the suite has none)."""
+        return cls(chain, deployment.address(ALLIANCE))
+
+    @property
+    def token(self) -> Contract:
+        """The COV token the alliance pays in."""
+        if self._token is None:
+            self._token = self.chain.contract("CoveyToken", self.contract.functions.token().call())
+        return self._token
+
+    # -- writes ---------------------------------------------------------------------------------------
+
+    def create(self, params: AllianceParams, sender: LocalAccount) -> int:
+        """Approve the pool, create the alliance, return its id."""
+        if params.reward_pool > 0:
+            self.chain.transact(self.token.functions.approve(self.address, params.reward_pool), sender)
+        receipt = self.chain.transact(self.contract.functions.createAlliance(params.as_tuple()), sender)
+        return int(self.events("AllianceCreated", receipt)[0]["allianceId"])
+
+    def add_to_pool(self, alliance_id: int, amount: int, sender: LocalAccount) -> TxReceipt:
+        self.chain.transact(self.token.functions.approve(self.address, amount), sender)
+        return self.chain.transact(self.contract.functions.addToPool(alliance_id, amount), sender)
+
+    def join(self, alliance_id: int, sender: LocalAccount) -> TxReceipt:
+        return self.chain.transact(self.contract.functions.join(alliance_id), sender)
+
+    def open_round(self, alliance_id: int, sender: LocalAccount) -> int:
+        """Open the next round; returns its number."""
+        receipt = self.chain.transact(self.contract.functions.openRound(alliance_id), sender)
+        return int(self.events("RoundOpened", receipt)[0]["round"])
+
+    def wait_for_randomness(self, alliance_id: int, timeout_s: float = 120.0) -> None:
+        """Block until the randomness block is mined (mining empty blocks on a dev chain instead of waiting)."""
+        target = self.alliance(alliance_id).randomness_block
+        deadline = time.monotonic() + timeout_s
+        while self.chain.block_number() <= target:
+            if self.chain.is_local:
+                self.chain.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+                continue
+            if time.monotonic() > deadline:
+                raise ChainError(f"block {target} was not mined within {timeout_s:.0f}s")
+            time.sleep(RANDOMNESS_POLL_S)
+
+    def start_round(self, alliance_id: int, sender: LocalAccount) -> bool:
+        """Start the armed round once its randomness block exists; False if it had to re-arm instead."""
+        self.wait_for_randomness(alliance_id)
+        receipt = self.chain.transact(self.contract.functions.startRound(alliance_id), sender)
+        return bool(self.events("RoundStarted", receipt))
+
+    def commit_update(self, alliance_id: int, update_hash: bytes, sender: LocalAccount) -> TxReceipt:
+        return self.chain.transact(self.contract.functions.commitUpdate(alliance_id, update_hash), sender)
+
+    def commit_vote(
+        self, alliance_id: int, accept_mask: int, model_hash: bytes, salt: bytes, sender: LocalAccount
+    ) -> TxReceipt:
+        commitment = vote_commitment(accept_mask, model_hash, salt, sender.address)
+        return self.chain.transact(self.contract.functions.commitVote(alliance_id, commitment), sender)
+
+    def reveal_vote(
+        self, alliance_id: int, accept_mask: int, model_hash: bytes, salt: bytes, sender: LocalAccount
+    ) -> TxReceipt:
+        fn = self.contract.functions.revealVote(alliance_id, accept_mask, model_hash, salt)
+        return self.chain.transact(fn, sender)
+
+    def finalize_round(self, alliance_id: int, sender: LocalAccount) -> TxReceipt:
+        return self.chain.transact(self.contract.functions.finalizeRound(alliance_id), sender)
+
+    # -- views ----------------------------------------------------------------------------------------
+
+    def count(self) -> int:
+        return int(self.contract.functions.allianceCount().call())
+
+    def alliance(self, alliance_id: int) -> AllianceInfo:
+        return self._decode("alliance", AllianceInfo, self._call("alliance", alliance_id))
+
+    def round(self, alliance_id: int, round_number: int) -> RoundInfo:
+        return self._decode("round", RoundInfo, self._call("round", alliance_id, round_number))
+
+    def proposals(self, alliance_id: int, round_number: int) -> list[Proposal]:
+        rows = self._call("proposals", alliance_id, round_number)
+        return [self._decode("proposals", Proposal, row) for row in rows]
+
+    def votes(self, alliance_id: int, round_number: int) -> list[Vote]:
+        rows = self._call("votes", alliance_id, round_number)
+        return [self._decode("votes", Vote, row) for row in rows]
+
+    def committee(self, alliance_id: int, round_number: int) -> tuple[list[str], list[str]]:
+        proposers, voters = self._call("committee", alliance_id, round_number)
+        return [str(a) for a in proposers], [str(a) for a in voters]
+
+    def members(self, alliance_id: int) -> list[str]:
+        return [str(a) for a in self._call("members", alliance_id)]
+
+    def snapshot_weights(self, alliance_id: int) -> list[int]:
+        return [int(w) for w in self._call("snapshotWeights", alliance_id)]
+
+    def phase(self, alliance_id: int) -> Phase:
+        return Phase(int(self._call("phase", alliance_id)))
+
+    def role_in(self, alliance_id: int, round_number: int, account: str) -> tuple[RoundRole, int]:
+        role, index = self._call("roleIn", alliance_id, round_number, Web3.to_checksum_address(account))
+        return RoundRole(int(role)), int(index)
+
+    def accepted_updates(self, alliance_id: int, round_number: int) -> list[bytes]:
+        return [bytes(h) for h in self._call("acceptedUpdates", alliance_id, round_number)]
+
+    def rejected_updates(self, alliance_id: int, round_number: int) -> list[bytes]:
+        return [bytes(h) for h in self._call("rejectedUpdates", alliance_id, round_number)]
+
+    def global_model(self, alliance_id: int) -> tuple[bytes, int]:
+        """The latest confirmed global model hash and the round that produced it (0 = initial)."""
+        model_hash, produced_by = self._call("globalModel", alliance_id)
+        return bytes(model_hash), int(produced_by)
+
+    def model_after_round(self, alliance_id: int, round_number: int) -> bytes:
+        return bytes(self._call("modelAfterRound", alliance_id, round_number))
+
+    def events(self, name: str, receipt: TxReceipt) -> list[dict[str, Any]]:
+        """The decoded `name` events the Alliance emitted in `receipt`, as dicts."""
+        logs = getattr(self.contract.events, name)().process_receipt(receipt, errors=DISCARD)
+        return [dict(log["args"]) for log in logs]
+
+    # -- decoding -------------------------------------------------------------------------------------
+
+    def _call(self, function: str, *args: Any) -> Any:
+        return self.chain.call(getattr(self.contract.functions, function)(*args))
+
+    def _decode(self, function: str, cls: type[T], row: Any) -> T:
+        """A struct returned by `function` as `cls`, matching ABI field names to snake_case fields."""
+        names = [_snake(name) for name in self._fields(function)]
+        values = dict(zip(names, row, strict=True))
+        converted: dict[str, Any] = {}
+        for field in dataclasses.fields(cls):  # type: ignore[arg-type]
+            value = values[field.name]
+            kind = str(field.type)
+            if kind == "str":
+                value = str(Web3.to_checksum_address(value))
+            elif kind == "bytes":
+                value = bytes(value)
+            elif kind in ("UpdateStatus", "VoterOutcome"):
+                value = (UpdateStatus if kind == "UpdateStatus" else VoterOutcome)(int(value))
+            elif kind == "bool":
+                value = bool(value)
+            else:
+                value = int(value)
+            converted[field.name] = value
+        return cls(**converted)
+
+    def _fields(self, function: str) -> list[str]:
+        abi = next(item for item in self.contract.abi if item.get("name") == function and item["type"] == "function")
+        return [component["name"] for component in abi["outputs"][0]["components"]]
+
+
+def _snake(name: str) -> str:
+    """`initialModelHash` -> `initial_model_hash`."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()

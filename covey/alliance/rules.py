@@ -1,0 +1,83 @@
+"""The aggregation rules an alliance can name on chain (a `uint8` id), each a function of the updates alone.
+
+Every participant recomputes the round's aggregate from the same committed updates, so a rule's
+parameters must follow from the updates themselves: the Byzantine budget is `ceil(0.3 * n)` capped
+at what the rule can tolerate for that `n`. FLTrust is not here: its root update comes from training,
+which is not bit-for-bit reproducible across machines, so voters could not agree on its hash.
+
+    id  rule               with n updates
+    0   covey_default      clip to the median norm, trim ceil(0.3 n) per side (capped at (n-1)//2)
+    1   fedavg             the mean
+    2   coordinate_median  the coordinate-wise median
+    3   trimmed_mean       trim ratio 0.2
+    4   krum               f = min(ceil(0.3 n), (n - 3) // 2); the mean below 3 updates
+    5   multi_krum         the same f, m = n - f; the mean below 3 updates
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from covey.alliance.aggregators import (
+    DEFAULT_BYZANTINE_FRACTION,
+    AggregationError,
+    coordinate_median,
+    covey_default,
+    fedavg,
+    krum,
+    multi_krum,
+    trimmed_mean,
+)
+from covey.alliance.aggregators._base import Vector, as_vector
+
+RULE_NAMES: tuple[str, ...] = ("covey_default", "fedavg", "coordinate_median", "trimmed_mean", "krum", "multi_krum")
+TRIMMED_MEAN_RATIO = 0.2
+KRUM_MIN_UPDATES = 3
+
+
+def rule_id(name: str) -> int:
+    """The on-chain id of the rule called `name`; `AggregationError` lists the choices for an unknown one."""
+    if name not in RULE_NAMES:
+        raise AggregationError(f"unknown alliance rule {name!r}; choose one of {', '.join(RULE_NAMES)}")
+    return RULE_NAMES.index(name)
+
+
+def rule_name(rule: int) -> str:
+    """The name of on-chain rule id `rule`."""
+    if not 0 <= rule < len(RULE_NAMES):
+        raise AggregationError(f"unknown alliance rule id {rule}; ids run from 0 to {len(RULE_NAMES) - 1}")
+    return RULE_NAMES[rule]
+
+
+def aggregate_by_rule(rule: int, updates: Sequence[np.ndarray]) -> Vector:
+    """The aggregate of `updates` under on-chain rule id `rule`, as float64 (deterministic, see the table above)."""
+    name = rule_name(rule)
+    n_updates = len(updates)
+    if name == "covey_default":
+        return covey_default(updates)
+    if name == "fedavg":
+        return fedavg(updates)
+    if name == "coordinate_median":
+        return coordinate_median(updates)
+    if name == "trimmed_mean":
+        return trimmed_mean(updates, TRIMMED_MEAN_RATIO)
+    if n_updates < KRUM_MIN_UPDATES:
+        return fedavg(updates)
+    n_byzantine = min(math.ceil(round(DEFAULT_BYZANTINE_FRACTION * n_updates, 9)), (n_updates - 3) // 2)
+    if name == "krum":
+        return krum(updates, n_byzantine)
+    return multi_krum(updates, n_byzantine, n_updates - n_byzantine)
+
+
+def next_model(base: np.ndarray, accepted_updates: Sequence[np.ndarray], rule: int) -> Vector:
+    """The global model after a round: `base + aggregate(accepted)`, or `base` when nothing was accepted (float64)."""
+    model = as_vector(base, "next_model: base")
+    if not accepted_updates:
+        return model
+    step = aggregate_by_rule(rule, accepted_updates)
+    if step.shape != model.shape:
+        raise AggregationError(f"next_model: updates have {step.shape[0]} coordinates, the model {model.shape[0]}")
+    return model + step
