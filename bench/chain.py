@@ -13,13 +13,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from covey.chain.deploy import deploy_suite
 from eth_account.signers.local import LocalAccount
 from rich.console import Console
 from rich.table import Table
 from web3 import Web3
 
 from covey.chain import Chain, dev_accounts
+from covey.chain.deploy import deploy_suite
 
 REPO = Path(__file__).resolve().parent.parent
 TRANSFERS = int(os.environ.get("BENCH_TRANSFERS", "1000"))
@@ -91,10 +91,100 @@ def measure(chain: Chain, label: str) -> dict[str, float]:
 
 
 def gas_table(chain: Chain) -> dict[str, int]:
-    """Gas used by each user-facing operation, measured on one chain."""
-    from covey.chain.gas_report import measure_gas
+    """Gas used by each user-facing token-economy operation, measured on a fresh suite."""
+    from eth_account import Account
 
-    return measure_gas(chain)
+    owner, operator, delegator, module = dev_accounts(4)
+    suite = deploy_suite(chain, owner, unbonding_delay_s=60, commission_delay_s=0)
+    cov, usd = suite.contract(chain, "CoveyToken"), suite.contract(chain, "USDToken")
+    staking, treasury = suite.contract(chain, "Staking"), suite.contract(chain, "Treasury")
+    gas: dict[str, int] = {}
+
+    def record(name: str, fn: Any, sender: LocalAccount) -> None:
+        gas[name] = int(chain.transact(fn, sender)["gasUsed"])
+
+    unit = 10**18
+    record("cov.transfer", cov.functions.transfer(operator.address, 10_000 * unit), owner)
+    chain.transact(cov.functions.transfer(delegator.address, 10_000 * unit), owner)
+    chain.transact(cov.functions.transfer(module.address, 10_000 * unit), owner)
+    record("cov.approve", cov.functions.approve(staking.address, 2**255), operator)
+    chain.transact(cov.functions.approve(staking.address, 2**255), delegator)
+    chain.transact(cov.functions.approve(staking.address, 2**255), module)
+    record("staking.stake (first)", staking.functions.stake(1, 1_000 * unit), operator)
+    record("staking.stake (top-up)", staking.functions.stake(1, 100 * unit), operator)
+    record("staking.setCommission", staking.functions.setCommission(1_000), operator)
+    record("staking.delegate", staking.functions.delegate(operator.address, 1, 500 * unit), delegator)
+    record("staking.unbond", staking.functions.unbond(1, 100 * unit), operator)
+    record("staking.undelegate", staking.functions.undelegate(operator.address, 1, 50 * unit), delegator)
+    chain.transact(staking.functions.setModule(module.address, True), owner)
+    record("staking.slash", staking.functions.slash(operator.address, 1, 10 * unit, "bench"), module)
+    record("staking.distributeReward", staking.functions.distributeReward(operator.address, 1, 100 * unit), module)
+    record("staking.claimRewards", staking.functions.claimRewards(operator.address, 1), delegator)
+    chain.increase_time(61)
+    record("staking.withdraw", staking.functions.withdraw(), operator)
+    chain.increase_time(int(treasury.functions.epochLength().call()))
+    record("treasury.mintEmission", treasury.functions.mintEmission(), owner)
+    record("usd.faucet", usd.functions.faucet(delegator.address, 1_000 * 10**6), owner)
+    payer = Account.from_key(delegator.key)
+    record("usd.transferWithAuthorization", _authorized_transfer(chain, usd, payer, operator.address), module)
+    return gas
+
+
+def _authorized_transfer(chain: Chain, usd: Any, payer: LocalAccount, to: str) -> Any:
+    """An EIP-3009 transfer signed by `payer`, ready to submit by anyone."""
+    now = chain.timestamp()
+    message = {
+        "from": payer.address,
+        "to": to,
+        "value": 10**6,
+        "validAfter": 0,
+        "validBefore": now + 3600,
+        "nonce": os.urandom(32),
+    }
+    typed = {
+        "types": {
+            "EIP712Domain": [
+                {"name": n, "type": t}
+                for n, t in (
+                    ("name", "string"),
+                    ("version", "string"),
+                    ("chainId", "uint256"),
+                    ("verifyingContract", "address"),
+                )
+            ],
+            "TransferWithAuthorization": [
+                {"name": n, "type": t}
+                for n, t in (
+                    ("from", "address"),
+                    ("to", "address"),
+                    ("value", "uint256"),
+                    ("validAfter", "uint256"),
+                    ("validBefore", "uint256"),
+                    ("nonce", "bytes32"),
+                )
+            ],
+        },
+        "primaryType": "TransferWithAuthorization",
+        "domain": {
+            "name": usd.functions.name().call(),
+            "version": usd.functions.version().call(),
+            "chainId": chain.chain_id,
+            "verifyingContract": usd.address,
+        },
+        "message": message,
+    }
+    signed = payer.sign_typed_data(full_message=typed)
+    return usd.functions.transferWithAuthorization(
+        payer.address,
+        to,
+        message["value"],
+        0,
+        message["validBefore"],
+        message["nonce"],
+        signed.v,
+        signed.r.to_bytes(32, "big"),
+        signed.s.to_bytes(32, "big"),
+    )
 
 
 def main() -> dict[str, Any]:
