@@ -10,7 +10,17 @@ import typer
 # typer >= 0.29 ships its own copy of click; its exceptions are what `app(standalone_mode=False)` raises.
 from typer._click import exceptions as click_exceptions
 
-from covey.cli import alliance_cmd, chain_cmd, demo_cmd, explorer_cmd, stake_cmd, wallet_cmd
+from covey.cli import (
+    alliance_cmd,
+    chain_cmd,
+    demo_cmd,
+    explorer_cmd,
+    facilitator_cmd,
+    gateway_cmd,
+    host_cmd,
+    stake_cmd,
+    wallet_cmd,
+)
 from covey.cli._context import debug_enabled
 from covey.cli._output import error_console
 from covey.errors import CoveyError
@@ -26,6 +36,9 @@ app.add_typer(chain_cmd.app, name="chain")
 app.add_typer(wallet_cmd.app, name="wallet")
 app.add_typer(stake_cmd.app, name="stake")
 app.add_typer(alliance_cmd.app, name="alliance")
+app.add_typer(gateway_cmd.app, name="gateway")
+app.add_typer(host_cmd.app, name="host")
+app.add_typer(facilitator_cmd.app, name="facilitator")
 app.add_typer(explorer_cmd.app, name="explorer")
 app.command("demo")(demo_cmd.demo)
 
