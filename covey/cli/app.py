@@ -18,6 +18,8 @@ from covey.cli import (
     facilitator_cmd,
     gateway_cmd,
     host_cmd,
+    market_cmd,
+    provider_cmd,
     stake_cmd,
     wallet_cmd,
 )
@@ -39,6 +41,8 @@ app.add_typer(alliance_cmd.app, name="alliance")
 app.add_typer(gateway_cmd.app, name="gateway")
 app.add_typer(host_cmd.app, name="host")
 app.add_typer(facilitator_cmd.app, name="facilitator")
+app.add_typer(market_cmd.app, name="market")
+app.add_typer(provider_cmd.app, name="provider")
 app.add_typer(explorer_cmd.app, name="explorer")
 app.command("demo")(demo_cmd.demo)
 

@@ -1,0 +1,132 @@
+"""The compute market (DePIN): offers, jobs with escrow, sandboxed deterministic units, providers, verifiers, C2D.
+
+A buyer publishes a job spec (`TrainingJob`, `CommandJob`) and posts it with `MarketClient.post_job`
+(or rents training in one call with `rent_training`); a `ProviderAgent` (`covey provider run`) bids,
+runs units in the `Sandbox` and commits result hashes; a `VerifierAgent` re-runs the sampled units.
+`PrivateDataset` lets a provider sell compute next to data that never leaves it.
+
+Names load on first use: a training unit runs `python -m covey.compute.jobs` in a fresh process, and
+importing the chain client there would only slow every unit down.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "MarketClient": "covey.compute.client",
+    "JobTerms": "covey.compute.client",
+    "Job": "covey.compute.client",
+    "JobStatus": "covey.compute.client",
+    "Offer": "covey.compute.client",
+    "Resources": "covey.compute.client",
+    "Verdict": "covey.compute.client",
+    "ComputeTimeout": "covey.compute.client",
+    "RentedTraining": "covey.compute.client",
+    "delivered_units": "covey.compute.client",
+    "job_lineage": "covey.compute.client",
+    "rent_training": "covey.compute.client",
+    "wait_for_units": "covey.compute.client",
+    "TrainingJob": "covey.compute.jobs",
+    "TrainUnit": "covey.compute.jobs",
+    "CommandJob": "covey.compute.jobs",
+    "UnitLimits": "covey.compute.jobs",
+    "UnitOutcome": "covey.compute.jobs",
+    "fetch_job": "covey.compute.jobs",
+    "fetch_result": "covey.compute.jobs",
+    "publish_job": "covey.compute.jobs",
+    "run_unit": "covey.compute.jobs",
+    "Limits": "covey.compute.sandbox",
+    "Sandbox": "covey.compute.sandbox",
+    "SandboxError": "covey.compute.sandbox",
+    "SandboxResult": "covey.compute.sandbox",
+    "Fault": "covey.compute.provider",
+    "PricingRule": "covey.compute.provider",
+    "ProviderAgent": "covey.compute.provider",
+    "Check": "covey.compute.verifier",
+    "VerifierAgent": "covey.compute.verifier",
+    "PrivateDataset": "covey.compute.c2d",
+    "save_private_dataset": "covey.compute.c2d",
+    "stats_job": "covey.compute.c2d",
+    "train_job": "covey.compute.c2d",
+}
+
+__all__ = [
+    "Check",
+    "CommandJob",
+    "ComputeTimeout",
+    "Fault",
+    "Job",
+    "JobStatus",
+    "JobTerms",
+    "Limits",
+    "MarketClient",
+    "Offer",
+    "PricingRule",
+    "PrivateDataset",
+    "ProviderAgent",
+    "RentedTraining",
+    "Resources",
+    "Sandbox",
+    "SandboxError",
+    "SandboxResult",
+    "TrainUnit",
+    "TrainingJob",
+    "UnitLimits",
+    "UnitOutcome",
+    "Verdict",
+    "VerifierAgent",
+    "delivered_units",
+    "fetch_job",
+    "fetch_result",
+    "job_lineage",
+    "publish_job",
+    "rent_training",
+    "run_unit",
+    "save_private_dataset",
+    "stats_job",
+    "train_job",
+    "wait_for_units",
+]
+
+if TYPE_CHECKING:
+    from covey.compute.c2d import PrivateDataset, save_private_dataset, stats_job, train_job
+    from covey.compute.client import (
+        ComputeTimeout,
+        Job,
+        JobStatus,
+        JobTerms,
+        MarketClient,
+        Offer,
+        RentedTraining,
+        Resources,
+        Verdict,
+        delivered_units,
+        job_lineage,
+        rent_training,
+        wait_for_units,
+    )
+    from covey.compute.jobs import (
+        CommandJob,
+        TrainingJob,
+        TrainUnit,
+        UnitLimits,
+        UnitOutcome,
+        fetch_job,
+        fetch_result,
+        publish_job,
+        run_unit,
+    )
+    from covey.compute.provider import Fault, PricingRule, ProviderAgent
+    from covey.compute.sandbox import Limits, Sandbox, SandboxError, SandboxResult
+    from covey.compute.verifier import Check, VerifierAgent
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'covey.compute' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
