@@ -12,6 +12,7 @@ from typer._click import exceptions as click_exceptions
 
 from covey.cli import (
     alliance_cmd,
+    arena_cmd,
     chain_cmd,
     demo_cmd,
     explorer_cmd,
@@ -19,6 +20,7 @@ from covey.cli import (
     gateway_cmd,
     host_cmd,
     market_cmd,
+    node_cmd,
     provider_cmd,
     stake_cmd,
     wallet_cmd,
@@ -37,6 +39,8 @@ app = typer.Typer(
 app.add_typer(chain_cmd.app, name="chain")
 app.add_typer(wallet_cmd.app, name="wallet")
 app.add_typer(stake_cmd.app, name="stake")
+app.add_typer(arena_cmd.app, name="arena")
+app.add_typer(node_cmd.app, name="node")
 app.add_typer(alliance_cmd.app, name="alliance")
 app.add_typer(gateway_cmd.app, name="gateway")
 app.add_typer(host_cmd.app, name="host")

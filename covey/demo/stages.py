@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from covey.alliance.demo_stage import alliance_stage
+from covey.arena.demo_stage import arena_stage
 from covey.compute.demo_stage import compute_stage
 from covey.demo.runner import Stage
 from covey.demo.token_stage import token_stage
@@ -10,6 +11,7 @@ from covey.gateway.demo_stage import gateway_stage
 
 STAGES: list[Stage] = [
     Stage("token", "Token economy: stake, delegate, commission, slash, reward, unbond", token_stage),
+    Stage("arena", "Arena: a training task with staked trainers, validators and adversaries", arena_stage),
     Stage("alliance", "Alliance: hospitals train one model, a poisoner is slashed", alliance_stage),
     Stage("gateway", "Gateway: an agent pays per request with x402 for the network's model", gateway_stage),
     Stage("compute", "Compute market: rent a provider for training, one is killed mid-job", compute_stage),
