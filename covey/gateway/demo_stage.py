@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import httpx
 import uvicorn
@@ -38,6 +39,8 @@ from covey.gateway.models import ModelCatalog, ServedModel, find_arena, model_id
 from covey.gateway.pricing import quote, usd
 from covey.gateway.registry import HostRegistryClient
 from covey.gateway.x402.encoding import decode_payment_response
+
+T = TypeVar("T")
 from covey.gateway.x402.mechanisms.evm.exact.server import DEFAULT_MAX_TIMEOUT_S
 from covey.ml import load_dataset
 from covey.storage import open_store
@@ -113,7 +116,7 @@ def gateway_stage(ctx: StageContext) -> dict[str, Any]:
             f"(host cost {usd(price.host_cost_atomic):.6f}, subsidy {subsidy_bps / 100:.0f}%)"
         )
         questions = _questions(model)
-        answers = asyncio.run(
+        answers = _run_async(
             ask(gateway_url, agent, chain.chain_id, usd_token.address, model.model_id, [q for q, _ in questions])
         )
     # Leaving the servers drained settlement and paid the host (payment plus subsidy) on chain.
@@ -291,3 +294,13 @@ def _wait_for_host(gateway_url: str, host: str, timeout_s: float = 60.0) -> None
             return
         time.sleep(0.2)
     raise RuntimeError(f"the gateway never saw host {host} healthy")
+
+
+def _run_async(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run `coroutine` to completion, in a worker thread when the caller already runs an event loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
