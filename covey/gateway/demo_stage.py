@@ -39,12 +39,11 @@ from covey.gateway.models import ModelCatalog, ServedModel, find_arena, model_id
 from covey.gateway.pricing import quote, usd
 from covey.gateway.registry import HostRegistryClient
 from covey.gateway.x402.encoding import decode_payment_response
-
-T = TypeVar("T")
 from covey.gateway.x402.mechanisms.evm.exact.server import DEFAULT_MAX_TIMEOUT_S
 from covey.ml import load_dataset
 from covey.storage import open_store
 
+T = TypeVar("T")
 COV = 10**18
 HOST_PRICE_PER_1K = 20_000  # 0.02 USD per 1,000 tokens
 MAX_TOKENS = 60
