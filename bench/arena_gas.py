@@ -155,7 +155,9 @@ def _bench_chain(backend: str) -> Iterator[Chain]:
             sock.bind(("127.0.0.1", 0))
             port = int(sock.getsockname()[1])
         anvil = REPO / "node_modules" / ".bin" / "anvil"
-        proc = subprocess.Popen([str(anvil), "--port", str(port), "--silent"], stdout=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [str(anvil), "--port", str(port), "--silent", "--max-persisted-states", "0"], stdout=subprocess.DEVNULL
+        )
         try:
             url = f"http://127.0.0.1:{port}"
             deadline = time.monotonic() + 60

@@ -215,7 +215,9 @@ def main() -> dict[str, Any]:
 
     anvil = REPO / "node_modules" / ".bin" / "anvil"
     port = free_port()
-    proc = subprocess.Popen([str(anvil), "--port", str(port), "--silent"], stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [str(anvil), "--port", str(port), "--silent", "--max-persisted-states", "0"], stdout=subprocess.DEVNULL
+    )
     try:
         url = f"http://127.0.0.1:{port}"
         wait_rpc(url, proc)

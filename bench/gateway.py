@@ -100,7 +100,7 @@ def connect(home: Path, rpc_url: str | None) -> Chain:
 def start_anvil() -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     proc = subprocess.Popen(
-        [str(ANVIL), "--port", str(port), "--host", "127.0.0.1", "--silent"],
+        [str(ANVIL), "--port", str(port), "--host", "127.0.0.1", "--silent", "--max-persisted-states", "0"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
