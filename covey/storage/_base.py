@@ -60,11 +60,15 @@ def bytes32_to_digest(value: bytes) -> str:
     return value.hex()
 
 
-def verify(data: bytes, digest: str) -> bytes:
-    """Return `data` if it hashes to `digest`; raise `IntegrityError` otherwise."""
-    actual = sha256_hex(data)
+def check_hash(digest: str, actual: str) -> None:
+    """Raise `IntegrityError` when bytes expected to hash to `digest` hashed to `actual` instead."""
     if actual != digest:
         raise IntegrityError(f"artifact sha256:{digest} failed its hash check (the bytes hash to sha256:{actual})")
+
+
+def verify(data: bytes, digest: str) -> bytes:
+    """Return `data` if it hashes to `digest`; raise `IntegrityError` otherwise."""
+    check_hash(digest, sha256_hex(data))
     return data
 
 

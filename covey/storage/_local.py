@@ -10,9 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from covey.errors import IntegrityError, StorageError
+from covey.errors import StorageError
 from covey.storage._base import (
     ArtifactRef,
+    check_hash,
     check_size,
     parse_digest,
     sha256_file,
@@ -124,10 +125,7 @@ class LocalStore:
             while chunk := reader.read(_CHUNK_BYTES):
                 hasher.update(chunk)
                 handle.write(chunk)
-            if hasher.hexdigest() != digest:
-                raise IntegrityError(
-                    f"artifact sha256:{digest} failed its hash check (the bytes hash to sha256:{hasher.hexdigest()})"
-                )
+            check_hash(digest, hasher.hexdigest())
         return target
 
     def exists(self, digest_or_uri: str) -> bool:

@@ -14,8 +14,8 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from covey.errors import ConfigError, IntegrityError, StorageError
-from covey.storage._base import ArtifactRef, check_size, parse_digest, sha256_file, sha256_hex, verify
+from covey.errors import ConfigError, StorageError
+from covey.storage._base import ArtifactRef, check_hash, check_size, parse_digest, sha256_file, sha256_hex, verify
 from covey.storage._local import atomic_writer
 
 ENDPOINT_ENV = "COVEY_S3_ENDPOINT_URL"
@@ -141,10 +141,7 @@ class S3Store:
                 check_size(digest, size, max_bytes)
                 hasher.update(chunk)
                 handle.write(chunk)
-            if hasher.hexdigest() != digest:
-                raise IntegrityError(
-                    f"artifact sha256:{digest} failed its hash check (the bytes hash to sha256:{hasher.hexdigest()})"
-                )
+            check_hash(digest, hasher.hexdigest())
         return target
 
     def exists(self, digest_or_uri: str) -> bool:

@@ -17,14 +17,13 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 from web3.contract import Contract
-from web3.contract.contract import ContractFunction
 from web3.types import TxReceipt
 
 from covey.alliance.client import AllianceClient, AllianceParams, Phase
 from covey.chain import Chain, dev_accounts
 from covey.chain.alliance_deploy import deploy_alliance
 from covey.chain.deploy import Deployment, deploy_suite
-from covey.errors import ChainError
+from tests.support import Transactor
 
 COV = 10**18
 PARTICIPANT = 4
@@ -40,7 +39,7 @@ def model_hash(label: str) -> bytes:
 
 
 @dataclass
-class World:
+class World(Transactor):
     """The suite, the Alliance, its owner, and helpers that play the parts of a round."""
 
     chain: Chain
@@ -96,16 +95,6 @@ class World:
         return int(self.staking.functions.effectiveStake(account.address, PARTICIPANT).call())
 
     # -- transactions -------------------------------------------------------------------------------
-
-    def send(self, fn: ContractFunction, sender: LocalAccount) -> TxReceipt:
-        return self.chain.transact(fn, sender)
-
-    def reverts(self, fn: ContractFunction, sender: LocalAccount) -> str:
-        """Send `fn` expecting a revert; return the contract's reason."""
-        with pytest.raises(ChainError) as caught:
-            self.chain.transact(fn, sender)
-        assert caught.value.reason is not None, str(caught.value)
-        return caught.value.reason
 
     def advance_to(self, timestamp: int) -> None:
         gap = timestamp - self.chain.timestamp()

@@ -42,7 +42,7 @@ from covey.chain.roles import Role
 from covey.ml import default_spec
 from covey.storage import open_store
 from tests.arena.conftest import CLI_ENTRY, COV, ArenaEnv, deploy_with_arena
-from tests.conftest import free_port, wait_for_rpc
+from tests.support import free_port, wait_for_rpc
 
 pytestmark = pytest.mark.e2e
 

@@ -9,21 +9,19 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import cache
 from typing import Any
 
 import pytest
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 from web3.contract import Contract
-from web3.contract.contract import ContractFunction
 from web3.logs import DISCARD
 from web3.types import TxReceipt
 
-from covey.chain import Chain, dev_accounts
+from covey.chain import Chain
 from covey.chain.arena_deploy import deploy_arena, scores_commitment, submission_commitment
 from covey.chain.deploy import Deployment, deploy_suite
-from covey.errors import ChainError
+from tests.support import Transactor, dev_keys
 
 COV = 10**18
 SCORE = 10**6  # scores carry 6 decimals
@@ -36,11 +34,6 @@ VALIDATOR_PENALTY = MIN_VALIDATOR_STAKE // 2
 COMMISSION_DELAY_S = 10
 GAS_MONEY_WEI = 10**18
 PRE_FUNDED_ACCOUNTS = 10  # the dev accounts every backend funds at genesis
-
-
-@cache
-def _keys(count: int) -> tuple[LocalAccount, ...]:
-    return tuple(dev_accounts(count))
 
 
 def weights_of(label: str) -> bytes:
@@ -61,7 +54,7 @@ class Task:
 
 
 @dataclass
-class World:
+class World(Transactor):
     """The suite, the Arena, the owner (deployer) and as many other funded dev accounts as a story needs."""
 
     chain: Chain
@@ -80,7 +73,7 @@ class World:
         """`count` dev accounts no earlier call handed out (never the owner), each with gas money."""
         first = 1 + self._handed_out
         self._handed_out += count
-        accounts = list(_keys(first + count)[first:])
+        accounts = list(dev_keys(first + count)[first:])
         for index, account in enumerate(accounts, start=first):
             if index >= PRE_FUNDED_ACCOUNTS:
                 self.chain.send_eth(self.owner, account.address, GAS_MONEY_WEI)
@@ -101,16 +94,6 @@ class World:
         return accounts
 
     # -- transactions -------------------------------------------------------------------------------
-
-    def send(self, fn: ContractFunction, sender: LocalAccount) -> TxReceipt:
-        return self.chain.transact(fn, sender)
-
-    def reverts(self, fn: ContractFunction, sender: LocalAccount) -> str:
-        """Send `fn` expecting a revert; return the contract's reason."""
-        with pytest.raises(ChainError) as caught:
-            self.chain.transact(fn, sender)
-        assert caught.value.reason is not None, str(caught.value)
-        return caught.value.reason
 
     def events(self, name: str, receipt: TxReceipt, contract: Contract | None = None) -> list[dict[str, Any]]:
         """The decoded `name` events in `receipt` (from the Arena unless `contract` is given), as dicts."""
@@ -253,7 +236,7 @@ class World:
 
 def build_world(chain: Chain) -> World:
     """Deploy a fresh suite (short delays) and the Arena on `chain`."""
-    owner = _keys(1)[0]
+    owner = dev_keys(1)[0]
     deployment = deploy_suite(
         chain, owner, unbonding_delay_s=100, commission_delay_s=COMMISSION_DELAY_S, genesis_cov=10_000_000
     )

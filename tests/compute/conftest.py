@@ -10,7 +10,6 @@ import dataclasses
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -18,16 +17,15 @@ import pytest
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 from web3.contract import Contract
-from web3.contract.contract import ContractFunction
 from web3.logs import DISCARD
 from web3.types import TxReceipt
 
-from covey.chain import Chain, dev_accounts
+from covey.chain import Chain
 from covey.chain.deploy import Deployment, deploy_suite
 from covey.chain.market_deploy import MarketParams, deploy_market
 from covey.compute.client import JobTerms, MarketClient, Resources
-from covey.errors import ChainError
 from covey.storage import LocalStore
+from tests.support import Transactor, dev_keys
 
 COV = 10**18
 USD = 10**6
@@ -42,11 +40,6 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 PRE_FUNDED_ACCOUNTS = 10
 
 
-@cache
-def _keys(count: int) -> tuple[LocalAccount, ...]:
-    return tuple(dev_accounts(count))
-
-
 def spec_hash(label: str) -> bytes:
     """A stand-in job spec hash."""
     return bytes(Web3.keccak(text=f"job spec:{label}"))
@@ -58,7 +51,7 @@ def result_of(label: str) -> bytes:
 
 
 @dataclass
-class Bazaar:
+class Bazaar(Transactor):
     """The suite, the Market, its owner and as many funded dev accounts as a story needs."""
 
     chain: Chain
@@ -77,7 +70,7 @@ class Bazaar:
         """`count` dev accounts no earlier call handed out (never the owner), each with gas money."""
         first = 1 + self._handed_out
         self._handed_out += count
-        accounts = list(_keys(first + count)[first:])
+        accounts = list(dev_keys(first + count)[first:])
         for index, account in enumerate(accounts, start=first):
             if index >= PRE_FUNDED_ACCOUNTS:
                 self.chain.send_eth(self.owner, account.address, GAS_MONEY_WEI)
@@ -109,16 +102,6 @@ class Bazaar:
         self.send(self.staking.functions.stake(PROVIDER, amount), account)
 
     # -- transactions -------------------------------------------------------------------------------
-
-    def send(self, fn: ContractFunction, sender: LocalAccount) -> TxReceipt:
-        return self.chain.transact(fn, sender)
-
-    def reverts(self, fn: ContractFunction, sender: LocalAccount) -> str:
-        """Send `fn` expecting a revert; return the contract's reason."""
-        with pytest.raises(ChainError) as caught:
-            self.chain.transact(fn, sender)
-        assert caught.value.reason is not None, str(caught.value)
-        return caught.value.reason
 
     @staticmethod
     def spec_hash(label: str) -> bytes:
@@ -187,7 +170,7 @@ class Bazaar:
 
 def build_bazaar(chain: Chain, params: MarketParams | None = None) -> Bazaar:
     """Deploy a fresh suite (short delays) and the Market on `chain`."""
-    owner = _keys(1)[0]
+    owner = dev_keys(1)[0]
     deployment = deploy_suite(chain, owner, unbonding_delay_s=100, commission_delay_s=10, genesis_cov=10_000_000)
     params = params or MarketParams(MIN_STAKE, HEARTBEAT_SLASH, WRONG_RESULT_SLASH, SAMPLE_RATE_BPS, VERIFY_WINDOW_S)
     address = deploy_market(chain, deployment, owner, params)

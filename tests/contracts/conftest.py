@@ -13,13 +13,12 @@ from typing import Any
 import pytest
 from eth_account.signers.local import LocalAccount
 from web3.contract import Contract
-from web3.contract.contract import ContractFunction
 from web3.logs import DISCARD
 from web3.types import RPCEndpoint, TxReceipt
 
 from covey.chain import Chain, dev_accounts
 from covey.chain.deploy import CORE_STEPS, Deployment, deploy_suite
-from covey.errors import ChainError
+from tests.support import Transactor
 
 COV = 10**18
 USD = 10**6
@@ -34,7 +33,7 @@ TRAINER, VALIDATOR, HOST, PROVIDER, PARTICIPANT = range(5)
 
 
 @dataclass
-class Suite:
+class Suite(Transactor):
     """A deployed suite plus the people in the stories: the owner (deployer) and nine other dev accounts."""
 
     chain: Chain
@@ -51,16 +50,6 @@ class Suite:
     genesis_cov: int = GENESIS_COV
     emission_per_epoch: int = EMISSION_PER_EPOCH_COV * COV
     epoch_length_s: int = EPOCH_LENGTH_S
-
-    def send(self, fn: ContractFunction, sender: LocalAccount) -> TxReceipt:
-        return self.chain.transact(fn, sender)
-
-    def reverts(self, fn: ContractFunction, sender: LocalAccount) -> str:
-        """Send `fn` expecting a revert; return the contract's reason."""
-        with pytest.raises(ChainError) as caught:
-            self.chain.transact(fn, sender)
-        assert caught.value.reason is not None, str(caught.value)
-        return caught.value.reason
 
     def give_cov(self, account: LocalAccount, amount: int) -> None:
         """Hand `amount` wei of COV from the genesis holder to `account`."""

@@ -7,11 +7,7 @@ x402 client signs a payment, against the domain the contract reports.
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,9 +18,9 @@ from web3 import Web3
 
 from covey.chain import Chain, dev_accounts
 from covey.errors import ChainError
+from tests.support import anvil_node
 
 USD = 10**6
-ANVIL_BIN = Path(__file__).resolve().parents[2] / "node_modules" / ".bin" / "anvil"
 
 DOMAIN_TYPE = [
     {"name": "name", "type": "string"},
@@ -275,28 +271,8 @@ def test_faucet_mints_up_to_its_cap_per_call(suite) -> None:
 @pytest.fixture(scope="module")
 def public_chain() -> Iterator[Chain]:
     """An anvil node posing as a public chain (Base Sepolia's id), where no faucet may mint."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-    proc = subprocess.Popen(
-        [str(ANVIL_BIN), "--port", str(port), "--host", "127.0.0.1", "--chain-id", "84532", "--silent"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 20
-    try:
-        while True:
-            try:
-                chain = Chain.from_rpc(f"http://127.0.0.1:{port}")
-                break
-            except ChainError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
-        yield chain
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with anvil_node("--chain-id", "84532") as url:
+        yield Chain.from_rpc(url)
 
 
 def test_faucet_refuses_on_a_public_chain(public_chain: Chain) -> None:

@@ -11,19 +11,12 @@ import httpx
 from typer.testing import CliRunner
 
 from covey.cli import explorer_cmd
+from tests.support import free_port
 
 from .conftest import REPO_ROOT
 
 # The root app registers `explorer`; until it does, this entry point runs the sub-app itself.
 ENTRY = "from covey.cli.explorer_cmd import app; app(prog_name='covey explorer')"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_serve_help_names_its_options() -> None:

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import os
-import shutil
-import socket
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,37 +13,16 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from web3.contract import Contract
 
 from covey.chain import Chain, dev_accounts
+from tests.support import REPO_ROOT, anvil_node, free_port, serve_in_thread
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-ANVIL_BIN = REPO_ROOT / "node_modules" / ".bin" / "anvil"
+__all__ = ["free_port", "serve_in_thread"]  # the gateway tests import these from here
+
 PAYER_FUNDS = 1_000_000  # 1 USD in 6-decimal units
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for_http(url: str, timeout_s: float = 20.0, *, json_rpc: bool = False) -> None:
-    """Block until something answers HTTP at `url` (a JSON-RPC node when `json_rpc`)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if json_rpc:
-                httpx.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}, timeout=2)
-            else:
-                httpx.get(url, timeout=2)
-            return
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing answered at {url} within {timeout_s}s")
 
 
 @pytest.fixture(scope="session")
@@ -56,21 +32,8 @@ def gateway_anvil_url() -> Iterator[str]:
     Not the shared one: x402 validity windows are wall-clock based, and other tests move the shared
     node's clock forward (`evm_increaseTime`), which would expire every payment signed here.
     """
-    if not ANVIL_BIN.exists() or shutil.which("node") is None:
-        pytest.fail("anvil is not installed: run `make test` (it runs `npm ci`) to install node_modules")
-    port = free_port()
-    proc = subprocess.Popen(
-        [str(ANVIL_BIN), "--port", str(port), "--host", "127.0.0.1", "--silent"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_http(url, json_rpc=True)
+    with anvil_node() as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 @pytest.fixture
@@ -112,25 +75,6 @@ def money(gw_chain: Chain) -> Money:
     deployer, facilitator = dev_accounts(2)
     usd = gw_chain.deploy("USDToken", sender=deployer)
     return Money(gw_chain, usd, deployer, facilitator, Account.create().address)
-
-
-@contextmanager
-def serve_in_thread(app: Any) -> Iterator[str]:
-    """Run an ASGI app under uvicorn on a free 127.0.0.1 port in a thread; yield its base URL."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
 
 
 @contextmanager

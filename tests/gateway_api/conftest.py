@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import secrets
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,7 +22,6 @@ from typing import Any
 import httpx
 import pytest
 import torch
-import uvicorn
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from fastapi import FastAPI
@@ -41,8 +39,10 @@ from covey.gateway.backend import LocalBackend
 from covey.gateway.models import ModelCatalog, model_id_for_task
 from covey.ml import build_model, default_spec, save_weights
 from covey.storage import LocalStore, sha256_hex
+from tests.support import REPO_ROOT, free_port, serve_in_thread
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+__all__ = ["free_port", "serve_in_thread"]  # the gateway API tests import these from here
+
 COV = 10**18
 USD = 10**6
 PHASE_S = 5
@@ -52,14 +52,6 @@ TEXT = (
     "JULIET:\nO Romeo, Romeo, wherefore art thou Romeo?\n\n"
 ) * 8
 HOST_PRICE_PER_1K = 20_000  # 0.02 USD per 1,000 tokens
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @cache
@@ -242,25 +234,6 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         finally:
             server.shutdown()
             chain.close()
-
-
-@contextmanager
-def serve_in_thread(app: Any, port: int | None = None) -> Iterator[str]:
-    """Run an ASGI app under uvicorn on 127.0.0.1 (a free port by default) in a thread; yield its base URL."""
-    port = port or free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
 
 
 def local_gateway(world: World, *, payments: PaymentOptions | None = None, **kwargs: Any) -> FastAPI:

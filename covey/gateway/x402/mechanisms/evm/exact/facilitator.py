@@ -315,6 +315,11 @@ class ExactEvmFacilitator:
         auth = payment.auth
         if self._token(payment.token).functions.authorizationState(auth.payer, auth.nonce).call():
             raise _Invalid(Reason.NONCE_ALREADY_USED, "the token has already used this nonce", auth.payer)
+        self._check_funds(payment, owed=owed)
+
+    def _check_funds(self, payment: _Payment, *, owed: int) -> None:
+        """The payer's balance covers this payment plus `owed` in flight."""
+        auth = payment.auth
         balance = self._balance(payment)
         if balance < owed + auth.value:
             raise _Invalid(
