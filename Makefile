@@ -4,6 +4,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.covey-installed
 NODE_STAMP := node_modules/.covey-installed
+# Tests mostly wait on nodes, servers and subprocesses: two workers keep a 2-core machine busy.
+TEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15
 
 .PHONY: all bootstrap browser demo test test-fast bench lint clean
 
@@ -31,10 +34,10 @@ demo: bootstrap
 	$(VENV)/bin/covey demo
 
 test: bootstrap browser
-	$(PY) -m pytest -q
+	$(PYTEST)
 
 test-fast: bootstrap browser
-	$(PY) -m pytest -q -m "not e2e"
+	$(PYTEST) -m "not e2e"
 
 bench: bootstrap browser
 	@for script in bench/*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
