@@ -158,15 +158,19 @@ def tasks(explorer: Explorer) -> list[TaskRow]:
         phase = phase_of(created, final is not None, now)
         upcoming = [int(created[name]) for name in DEADLINES if int(created[name]) > now]
         winner = str(final["winner"]) if final is not None and int(str(final["winner"]), 16) else None
+
+        def count(event: str, task_id: int = task_id) -> int:
+            return counts.get((task_id, event), 0)
+
         rows.append(
             TaskRow(
                 task_id=task_id,
                 created=created,
                 phase=phase,
                 reward_pool=pools.get(task_id, int(created["rewardPool"])),
-                submissions=counts.get((task_id, "SubmissionCommitted"), 0),
-                revealed=counts.get((task_id, "SubmissionRevealed"), 0),
-                validators=counts.get((task_id, "ScoresCommitted"), 0),
+                submissions=count("SubmissionCommitted"),
+                revealed=count("SubmissionRevealed") - count("SubmissionDisplaced"),
+                validators=count("ScoresCommitted"),
                 winner=winner,
                 next_deadline=min(upcoming) if upcoming and final is None else None,
             )
@@ -194,6 +198,8 @@ def task(explorer: Explorer, task_id: int) -> Task:
             by_trainer[submission.trainer] = submission
         elif e.event == "SubmissionRevealed" and e["trainer"] in by_trainer:
             by_trainer[e["trainer"]].revealed = e
+        elif e.event == "SubmissionDisplaced" and e["trainer"] in by_trainer:
+            by_trainer[e["trainer"]].revealed = None  # a copy: an earlier commitment revealed the same weights
         elif e.event == "ScoresCommitted":
             row = ValidatorRow(str(e["validator"]), int(e["weight"]), e)
             result.validators.append(row)

@@ -133,6 +133,30 @@ def test_the_same_weights_cannot_be_revealed_twice(world) -> None:
     assert world.reverts(fn, copier) == "arena: duplicate weights"
 
 
+def test_an_earlier_commitment_displaces_a_copy_that_revealed_first(world) -> None:
+    original, copier, bystander = world.trainers(3)
+    task = world.create_task()
+    world.commit(task, original, weights("model"))
+    world.commit(task, copier, weights("model"))  # the weights leaked to it before the deadline
+    world.commit(task, bystander, weights("own"))
+    world.advance_to(task.submit)
+    world.reveal(task, copier, weights("model"), "file://copy")  # it races the owner to the reveal
+    world.reveal(task, bystander, weights("own"))
+    assert world.task(task)["revealedCount"] == 2
+
+    receipt = world.reveal(task, original, weights("model"))
+    (displaced,) = world.events("SubmissionDisplaced", receipt)
+    assert (displaced["trainer"], displaced["index"], displaced["byIndex"]) == (copier.address, 1, 0)
+    assert displaced["weightsHash"] == weights("model")
+    assert world.task(task)["revealedCount"] == 2
+    revealed = [world.arena.functions.submission(task.id, i).call()[4] for i in range(3)]
+    assert revealed == [True, False, True]
+    # The copy cannot come back: its commitment opens only to weights the earlier commitment owns.
+    salt = world.salts[(task.id, copier.address)]
+    fn = world.arena.functions.revealSubmission(task.id, weights("model"), salt, "file://copy")
+    assert world.reverts(fn, copier) == "arena: duplicate weights"
+
+
 def test_submission_views_name_what_is_missing(world) -> None:
     (trainer,) = world.trainers(1)
     task = world.create_task()

@@ -219,6 +219,16 @@ event SubmissionRevealed:
     uri: String[256]
 
 
+# @dev Emitted when an earlier commitment reveals the same weights: the later
+#      reveal at `index` was a copy, loses its place and is slashed as unrevealed.
+event SubmissionDisplaced:
+    taskId: indexed(uint256)
+    trainer: indexed(address)
+    index: uint256
+    weightsHash: bytes32
+    byIndex: uint256
+
+
 # @dev Emitted when a validator commits to its scores; `weight` is its effective stake at that moment.
 event ScoresCommitted:
     taskId: indexed(uint256)
@@ -314,8 +324,8 @@ _submissions: HashMap[uint256, HashMap[uint256, Submission]]
 # @dev Task id -> trainer -> submission index + 1 (0 = no submission).
 _submissionSlot: HashMap[uint256, HashMap[address, uint256]]
 
-# @dev Task id -> weights hash -> already revealed in this task.
-_weightsRevealed: HashMap[uint256, HashMap[bytes32, bool]]
+# @dev Task id -> weights hash -> index + 1 of the revealed submission that owns them (0 = none).
+_weightsOwner: HashMap[uint256, HashMap[bytes32, uint256]]
 
 # @dev Task id -> validator index -> validator, in commit order.
 _validators: HashMap[uint256, HashMap[uint256, Validator]]
@@ -505,8 +515,11 @@ def commitSubmission(taskId: uint256, commitment: bytes32):
 def revealSubmission(taskId: uint256, weightsHash: bytes32, salt: bytes32, uri: String[256]):
     """
     @notice Reveal a committed submission between the submission and the
-            reveal deadline. The first trainer to reveal given weights owns
-            them: the same `weightsHash` cannot be revealed twice in a task.
+            reveal deadline. The earliest commitment owns given weights: a
+            later commitment cannot reveal the same `weightsHash`, and if it
+            revealed first, the earlier one's reveal displaces it (it then
+            counts as unrevealed and is slashed at `finalize`). So a copy of
+            leaked weights cannot take the original's place by revealing first.
     @param taskId The task.
     @param weightsHash The hash of the weights file (its artifact id).
     @param salt The salt used in the commitment.
@@ -521,10 +534,22 @@ def revealSubmission(taskId: uint256, weightsHash: bytes32, salt: bytes32, uri: 
     assert not self._submissions[taskId][index].revealed, "arena: already revealed"
     expected: bytes32 = keccak256(abi_encode(weightsHash, salt, msg.sender))
     assert expected == self._submissions[taskId][index].commitment, "arena: bad reveal"
-    assert not self._weightsRevealed[taskId][weightsHash], "arena: duplicate weights"
+    owner: uint256 = self._weightsOwner[taskId][weightsHash]
+    assert owner == 0 or owner - 1 > index, "arena: duplicate weights"
     assert len(uri) > 0, "arena: empty uri"
 
-    self._weightsRevealed[taskId][weightsHash] = True
+    if owner != 0:
+        displaced: uint256 = owner - 1
+        self._submissions[taskId][displaced].revealed = False
+        self._tasks[taskId].revealedCount -= 1
+        log SubmissionDisplaced(
+            taskId=taskId,
+            trainer=self._submissions[taskId][displaced].trainer,
+            index=displaced,
+            weightsHash=weightsHash,
+            byIndex=index,
+        )
+    self._weightsOwner[taskId][weightsHash] = index + 1
     self._submissions[taskId][index].weightsHash = weightsHash
     self._submissions[taskId][index].uri = uri
     self._submissions[taskId][index].revealed = True
