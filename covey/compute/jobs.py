@@ -30,6 +30,7 @@ from covey.compute.sandbox import FILE_NAME_PATTERN, Limits, Sandbox, SandboxRes
 from covey.errors import ValidationError
 
 if TYPE_CHECKING:  # the training program below runs in every unit's process: keep its imports light
+    from covey.compute.client import Resources
     from covey.storage import ArtifactRef, ArtifactStore
 
 MAX_JOB_SPEC_BYTES = 1 << 20
@@ -189,15 +190,20 @@ def plan_unit(
     unit: int,
     *,
     private_data: Mapping[str, Path] | None = None,
+    needs: Resources | None = None,
 ) -> UnitPlan:
     """How to run unit `unit` (the job spec's own index) of `job`.
 
     `private_data` maps data-set digests to local files this provider holds; a compute-to-data job
     whose data set is not there raises `ValidationError` (the provider should not have bid).
+    `needs` are the cores, memory and GPUs the job declared on chain: the sandbox holds the unit to them
+    (provider and verifier alike, so an honest unit that ran out of memory re-runs to the same result).
     """
     if not 0 <= unit < job.unit_count:
         raise ValidationError(f"unit {unit} is outside the job's {job.unit_count} units")
     limits = job.limits.to_limits()
+    if needs is not None:
+        limits = limits.for_needs(needs.cpu_cores, needs.memory_mb, needs.gpus)
     if isinstance(job, TrainingJob):
         task = _read_task(store.get(job.task, max_bytes=MAX_TASK_BYTES))
         inputs = {"task.json": job.task}
@@ -228,6 +234,7 @@ def run_unit(
     output_filter: OutputFilter | None = None,
     publish: bool = True,
     cancel: threading.Event | None = None,
+    needs: Resources | None = None,
 ) -> UnitOutcome:
     """Run one unit in the sandbox and build its result manifest.
 
@@ -237,7 +244,7 @@ def run_unit(
     """
     from covey.storage import ArtifactRef, sha256_hex
 
-    plan = plan_unit(sandbox.store, job, unit, private_data=private_data)
+    plan = plan_unit(sandbox.store, job, unit, private_data=private_data, needs=needs)
     result = sandbox.run(
         plan.argv,
         inputs=plan.inputs,
@@ -258,6 +265,7 @@ def run_unit(
         "unit": unit,
         "exit_code": result.returncode,
         "timed_out": result.timed_out,
+        "error": result.error,
         "outputs": {name: ref.digest for name, ref in refs.items()},
         "missing": sorted(result.missing),
         "rejected": dict(sorted(result.rejected.items())),

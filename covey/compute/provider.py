@@ -21,8 +21,8 @@ from eth_account.signers.local import LocalAccount
 from covey.compute.c2d import PrivateDataset
 from covey.compute.client import Bid, Job, JobStatus, MarketClient, Resources
 from covey.compute.jobs import WEIGHTS_OUTPUT, CommandJob, TrainingJob, fetch_job, run_unit
-from covey.compute.sandbox import Sandbox
-from covey.errors import ChainError, CoveyError
+from covey.compute.sandbox import Sandbox, machine_capacity
+from covey.errors import ChainError, CoveyError, ValidationError
 from covey.storage import ArtifactStore
 
 Log = Callable[[str], None]
@@ -89,6 +89,7 @@ class ProviderAgent:
         watchdog: bool = True,
         fault: Fault | None = None,
     ) -> None:
+        check_machine_has(resources)
         self.client = client
         self.account = account
         self.address = account.address
@@ -263,14 +264,16 @@ class ProviderAgent:
             private_data={dataset.digest: dataset.path} if dataset else None,
             output_filter=dataset.output_filter() if dataset else None,
             cancel=self._cancel,
+            needs=job.needs,
         )
         if outcome.sandbox.cancelled:
             return None
         self.stats.units_run += 1
         self.stats.unit_seconds += outcome.sandbox.wall_s
         if not outcome.sandbox.ok:
+            # The failure is the unit's result (the buyer reads `error` in it); the work was done honestly.
             self.log(
-                f"{self.name}: job {job.job_id} unit {unit} exited {outcome.sandbox.returncode}: "
+                f"{self.name}: job {job.job_id} unit {unit} failed ({outcome.sandbox.error or 'missing outputs'}): "
                 f"{outcome.sandbox.stderr_tail[-300:]}"
             )
         return outcome.result_hash
@@ -334,6 +337,26 @@ class ProviderAgent:
     def _describe_resources(self) -> str:
         r = self.resources
         return f"{r.cpu_cores} CPU, {r.memory_mb} MiB, {r.gpus} GPU"
+
+
+def check_machine_has(resources: Resources) -> None:
+    """Refuse an offer this machine cannot honour (`ValidationError` naming what is short).
+
+    The sandbox holds each unit to the cores, memory and GPUs its job declared, so an offer larger than
+    the machine would win jobs whose units then starve or fail.
+    """
+    cores, memory_mb, gpus = machine_capacity(count_gpus=resources.gpus > 0)
+    short = [
+        f"{wanted} {what} offered but this machine has {have}"
+        for what, wanted, have in (
+            ("CPU cores", resources.cpu_cores, cores),
+            ("MiB of memory", resources.memory_mb, memory_mb),
+            ("GPUs", resources.gpus, gpus),
+        )
+        if wanted > have
+    ]
+    if short:
+        raise ValidationError(f"cannot offer {', '.join(short)}")
 
 
 def wait_for(condition: Callable[[], bool], timeout_s: float, poll_s: float = 0.25) -> bool:

@@ -4,9 +4,12 @@ What the sandbox guarantees:
 - the process starts in a fresh private directory holding only the declared inputs, each fetched from
   the artifact store by sha256 and hash-checked before anything runs (plus files the runner itself
   writes, such as a unit's parameters or a compute-to-data provider's private data set);
-- `resource.setrlimit` caps CPU seconds, address space and file size and disables core dumps; a
-  wall-clock limit kills the whole process group;
-- the environment is rebuilt from scratch (no keys, tokens or RPC URLs leak in), one thread for BLAS;
+- `resource.setrlimit` caps CPU seconds, address space and file size and disables core dumps; the job's
+  declared memory caps its data memory (`RLIMIT_DATA`: heap and private mappings, what a unit really
+  allocates), its declared cores pin it to that many CPUs (`sched_setaffinity`) and set the BLAS/OpenMP
+  thread counts, and only its declared GPUs are visible; a wall-clock limit kills the whole process group;
+- a unit that breaks a limit ends with a one-line `error` ("out of memory: ...") instead of hanging;
+- the environment is rebuilt from scratch (no keys, tokens or RPC URLs leak in);
 - only declared outputs that are regular files (never symlinks) within the size cap come back;
   everything else in the directory is deleted with it.
 What it does not do: it is not a container. The process runs as the same user, can read files that
@@ -28,7 +31,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -46,14 +49,26 @@ _POLL_S = 0.05
 # Doing this in a tiny exec'd wrapper instead of `preexec_fn` keeps spawning safe in threaded parents.
 _LIMITER = """
 import os, resource, sys
-cpu, memory, fsize = (int(v) for v in sys.argv[1:4])
+cpu, memory, data, fsize, cores = (int(v) for v in sys.argv[1:6])
 resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
 if memory > 0:
     resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+if data > 0:
+    resource.setrlimit(resource.RLIMIT_DATA, (data, data))
 resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
-os.execvpe(sys.argv[4], sys.argv[4:], os.environ)
+if cores > 0:
+    os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:cores])
+os.execvpe(sys.argv[6], sys.argv[6:], os.environ)
 """
+# What a unit that ran out of memory prints, from Python, numpy, torch and the dynamic loader.
+_OUT_OF_MEMORY = (
+    "MemoryError",
+    "bad_alloc",
+    "can't allocate memory",
+    "Cannot allocate memory",
+    "failed to map segment",
+)
 
 
 class SandboxError(CoveyError):
@@ -62,17 +77,31 @@ class SandboxError(CoveyError):
 
 @dataclass(frozen=True)
 class Limits:
-    """Resource caps for one unit (`memory_bytes` 0 = no address-space cap)."""
+    """Resource caps for one unit.
+
+    `memory_bytes` caps the address space and `data_bytes` the data memory (0 = no cap); `cpu_cores`
+    pins the unit to that many CPUs and sets its BLAS/OpenMP threads (0 = no pinning, one thread);
+    `gpus` is how many GPUs the unit may see.
+    """
 
     cpu_seconds: int = 300
     memory_bytes: int = 4 << 30
     file_size_bytes: int = 256 << 20
     wall_clock_s: float = 600.0
     max_output_bytes: int = 256 << 20
+    data_bytes: int = 0
+    cpu_cores: int = 0
+    gpus: int = 0
 
     def __post_init__(self) -> None:
         if self.cpu_seconds < 1 or self.wall_clock_s <= 0 or self.file_size_bytes < 1 or self.max_output_bytes < 1:
             raise SandboxError(f"sandbox limits must be positive, got {self}")
+        if min(self.memory_bytes, self.data_bytes, self.cpu_cores, self.gpus) < 0:
+            raise SandboxError(f"sandbox limits may not be negative, got {self}")
+
+    def for_needs(self, cpu_cores: int, memory_mb: int, gpus: int) -> Limits:
+        """These limits narrowed to what a job declared on chain: its cores, its memory, its GPUs."""
+        return replace(self, data_bytes=memory_mb << 20, cpu_cores=cpu_cores, gpus=gpus)
 
 
 @dataclass(frozen=True)
@@ -88,6 +117,7 @@ class SandboxResult:
     wall_s: float
     timed_out: bool
     cancelled: bool = False
+    error: str = ""  # why the unit failed, in one line ("" when it exited 0 in time)
 
     @property
     def ok(self) -> bool:
@@ -152,8 +182,9 @@ class Sandbox:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-def clean_env(home: Path, scratch: Path) -> dict[str, str]:
-    """The whole environment a unit sees: no inherited variables, one BLAS thread, a private HOME and TMPDIR."""
+def clean_env(home: Path, scratch: Path, *, threads: int = 1, gpus: int = 0) -> dict[str, str]:
+    """The whole environment a unit sees: no inherited variables, `threads` BLAS/OpenMP threads, the first
+    `gpus` GPUs, a private HOME and TMPDIR."""
     return {
         "PATH": "/usr/local/bin:/usr/bin:/bin",
         "HOME": str(home),
@@ -163,11 +194,49 @@ def clean_env(home: Path, scratch: Path) -> dict[str, str]:
         "PYTHONHASHSEED": "0",
         "PYTHONDONTWRITEBYTECODE": "1",
         "PYTHONNOUSERSITE": "1",
-        "OMP_NUM_THREADS": "1",
-        "MKL_NUM_THREADS": "1",
-        "OPENBLAS_NUM_THREADS": "1",
-        "CUDA_VISIBLE_DEVICES": "",
+        "OMP_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
+        "OPENBLAS_NUM_THREADS": str(threads),
+        "NUMEXPR_NUM_THREADS": str(threads),
+        "CUDA_VISIBLE_DEVICES": ",".join(str(index) for index in range(gpus)),
     }
+
+
+def describe_failure(result: SandboxResult, limits: Limits) -> str:
+    """Why a run failed, in one line that names the limit it broke ("" if it exited 0 in time).
+
+    Worded from the limits and the exit, never from timings, so a verifier's re-run says the same.
+    """
+    if result.cancelled:
+        return "cancelled"
+    if result.timed_out:
+        return f"timed out: the unit ran past its {limits.wall_clock_s:g} s wall-clock limit"
+    if result.returncode == 0:
+        return ""
+    if any(marker in result.stderr_tail for marker in _OUT_OF_MEMORY):
+        cap = limits.data_bytes or limits.memory_bytes
+        return f"out of memory: the unit exceeded its {cap >> 20} MiB memory limit"
+    if result.returncode in (-signal.SIGXCPU, -signal.SIGKILL):
+        return f"killed: the unit used up its {limits.cpu_seconds} s of CPU time"
+    if result.returncode < 0:
+        return f"killed by signal {signal.Signals(-result.returncode).name}"
+    return f"exit code {result.returncode}"
+
+
+def machine_capacity(*, count_gpus: bool = True) -> tuple[int, int, int]:
+    """(CPU cores this process may use, physical memory in MiB, GPUs) of this machine.
+
+    GPUs are counted through torch (slow to import, hence `count_gpus`); without CUDA there are none.
+    """
+    cores = len(os.sched_getaffinity(0))
+    memory_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") >> 20
+    if not count_gpus:
+        return cores, memory_mb, 0
+    try:
+        import torch
+    except ImportError:
+        return cores, memory_mb, 0
+    return cores, memory_mb, int(torch.cuda.device_count()) if torch.cuda.is_available() else 0
 
 
 def _check_names(names: Sequence[str]) -> None:
@@ -205,7 +274,9 @@ def _execute(
         _LIMITER,
         str(limits.cpu_seconds),
         str(limits.memory_bytes),
+        str(limits.data_bytes),
         str(limits.file_size_bytes),
+        str(limits.cpu_cores),
         *argv,
     ]
     stdout_path, stderr_path = scratch.parent / "stdout", scratch.parent / "stderr"
@@ -215,7 +286,7 @@ def _execute(
         process = subprocess.Popen(
             command,
             cwd=work,
-            env=clean_env(work, scratch),
+            env=clean_env(work, scratch, threads=max(1, limits.cpu_cores), gpus=limits.gpus),
             stdin=subprocess.DEVNULL,
             stdout=stdout,
             stderr=stderr,
@@ -235,7 +306,7 @@ def _execute(
                 _kill_group(process)
     wall_s = time.monotonic() - started
     found, missing, rejected = _collect(work, outputs, limits.max_output_bytes)
-    return SandboxResult(
+    result = SandboxResult(
         returncode=int(process.returncode),
         outputs=found,
         missing=missing,
@@ -246,6 +317,7 @@ def _execute(
         timed_out=timed_out,
         cancelled=cancelled,
     )
+    return replace(result, error=describe_failure(result, limits))
 
 
 def _kill_group(process: subprocess.Popen[bytes]) -> None:

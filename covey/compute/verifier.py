@@ -173,6 +173,7 @@ class VerifierAgent:
             private_data={dataset.digest: dataset.path} if dataset else None,
             output_filter=dataset.output_filter() if dataset else None,
             publish=False,
+            needs=job.needs,  # the limits the provider ran it under
         )
         if outcome.sandbox.timed_out or outcome.sandbox.cancelled:
             raise InconclusiveCheck(f"the re-run of job {job.job_id} unit {unit} did not finish in its limits")
@@ -199,7 +200,7 @@ class VerifierAgent:
         except (StorageError, ValidationError) as exc:
             return False, f"committed result unavailable: {exc}"
         mine = outcome.manifest
-        for key in ("exit_code", "missing", "rejected", "withheld"):
+        for key in ("exit_code", "error", "missing", "rejected", "withheld"):
             if theirs.get(key) != mine.get(key):
                 return False, f"{key} differs: {theirs.get(key)!r} vs {mine.get(key)!r}"
         if set(theirs["outputs"]) != set(mine["outputs"]):
