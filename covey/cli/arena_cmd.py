@@ -16,11 +16,11 @@ import typer
 
 from covey.cli._context import Context, open_context
 from covey.cli._output import console, error_console, format_units, parse_amount, print_json, table
-from covey.errors import ValidationError
+from covey.errors import CoveyError, ValidationError
 
 if TYPE_CHECKING:
     from covey.arena import ArenaClient, NodeRunner
-    from covey.arena.trainer import Hyperparams
+    from covey.arena.trainer import Hyperparams, Rental
 
 app = typer.Typer(
     help="Arena: task market for models (create, train, validate, finalize, leaderboard).", no_args_is_help=True
@@ -320,25 +320,78 @@ def train(
     arch: list[str] = typer.Option([], "--arch", help="Architecture override key=value, e.g. hidden_sizes=[64]."),
     seed: int | None = typer.Option(None, help="Training seed (default: derived from your address)."),
     threads: int = typer.Option(1, help="Torch threads for training."),
+    rent: bool = typer.Option(False, "--rent", help="Rent a compute-market provider to train instead of this machine."),
+    max_price: str = typer.Option(
+        "0.0001", "--max-price", help="With --rent: most you pay per unit-second, in USD (escrowed up front)."
+    ),
+    units: int = typer.Option(
+        1, "--units", min=1, help="With --rent: seeds to train, one unit each; best is submitted."
+    ),
+    seconds_per_unit: int = typer.Option(60, "--seconds-per-unit", min=1, help="With --rent: seconds billed per unit."),
+    cpu: int = typer.Option(1, "--cpu", min=1, help="With --rent: CPU cores a unit needs."),
+    memory_mb: int = typer.Option(2048, "--memory-mb", min=64, help="With --rent: memory a unit needs, MiB."),
+    bid_window: int = typer.Option(10, "--bid-window", min=1, help="With --rent: seconds providers may bid."),
+    rent_timeout: str = typer.Option("15m", "--rent-timeout", help="With --rent: how long to wait for the weights."),
     wait: bool = WAIT_OPTION,
     poll: float = POLL_OPTION,
     from_: str | None = FROM_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Train for a task and commit; with --wait (default) stay until the reveal window opens and reveal."""
+    """Train for a task and commit; with --wait (default) stay until the reveal window opens and reveal.
+
+    With --rent a compute-market provider trains instead (you pay in USD); the rented weights are committed
+    and revealed exactly like your own.
+    """
     from covey.arena import NodeRunner, TrainerNode
 
     with open_context() as ctx:
+        account = ctx.signer(from_)
+        rental = (
+            _rental(ctx, max_price, units, seconds_per_unit, cpu, memory_mb, bid_window, rent_timeout) if rent else None
+        )
         node = TrainerNode(
             arena_client(ctx),
-            ctx.signer(from_),
+            account,
             hyperparams=hyperparams(epochs, lr, batch_size, arch, seed, threads),
+            rental=rental,
             **node_kwargs(ctx, as_json),
         )
-        runner = NodeRunner(node, task_ids=[task], once=not wait, poll_s=poll, until=lambda: node.done_submitting(task))
+
+        def done() -> bool:
+            return node.done_submitting(task) or task in node.rental_failures
+
+        runner = NodeRunner(node, task_ids=[task], once=not wait, poll_s=poll, until=done)
         with stop_on_signals(runner):
             runner.run()
+        if task in node.rental_failures:
+            raise CoveyError(node.rental_failures[task])
         _print_record(node, task, as_json)
+
+
+def _rental(
+    ctx: Context,
+    max_price: str,
+    units: int,
+    seconds_per_unit: int,
+    cpu: int,
+    memory_mb: int,
+    bid_window: int,
+    timeout: str,
+) -> Rental:
+    from covey.arena.trainer import Rental
+    from covey.cli._output import USD_DECIMALS
+    from covey.cli.market_cmd import market_client
+    from covey.compute.client import Resources
+
+    return Rental(
+        market=market_client(ctx),
+        max_price_per_unit_second=parse_amount(max_price, USD_DECIMALS, what="max price"),
+        units=units,
+        seconds_per_unit=seconds_per_unit,
+        needs=Resources(cpu, memory_mb, 0),
+        bid_window_s=bid_window,
+        timeout_s=parse_duration(timeout, what="--rent-timeout"),
+    )
 
 
 @app.command()

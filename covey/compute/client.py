@@ -468,6 +468,14 @@ class ComputeTimeout(CoveyError):
     """A job did not reach the wanted state in time (no provider running, or nobody verifying)."""
 
 
+class RentalError(CoveyError):
+    """Renting compute failed before any usable result: escrow short, no bid, or the rented unit failed."""
+
+
+class NoBids(RentalError):
+    """A job's bid window closed without a single bid: no provider fits its needs at its price."""
+
+
 @dataclass(frozen=True)
 class UnitOutput:
     """One unit of a buyer's work as delivered: the spec unit index, the job that ran it and its result."""
@@ -523,6 +531,13 @@ def wait_for_units(
         delivered = delivered_units(client, job_id, verified_only=verified_only)
         if len(delivered) >= units:
             return delivered
+        unbid = _closed_without_bids(client, job_id)
+        if unbid is not None:
+            raise NoBids(
+                f"no provider bid on job {unbid.job_id} before its bid window closed: none offers "
+                f"{_describe_needs(unbid.needs)} at up to {unbid.max_price_per_unit_second} µUSD/unit-s "
+                "(`covey market offers` lists offers and prices)"
+            )
         if time.monotonic() > deadline:
             lineage = ", ".join(f"job {job.job_id} {job.status.label}" for job in job_lineage(client, job_id))
             raise ComputeTimeout(
@@ -530,6 +545,18 @@ def wait_for_units(
                 "is a provider running (`covey provider run`)?"
             )
         time.sleep(poll_s)
+
+
+def _closed_without_bids(client: MarketClient, job_id: int) -> Job | None:
+    """The newest job of a lineage if its bid window closed with no bid (nobody can ever award it), else None."""
+    newest = job_lineage(client, job_id)[-1]
+    if newest.status != JobStatus.OPEN or client.now() < newest.bid_deadline:
+        return None
+    return None if client.bids(newest.job_id) else newest
+
+
+def _describe_needs(needs: Resources) -> str:
+    return f"{needs.cpu_cores} CPU, {needs.memory_mb} MiB, {needs.gpus} GPU"
 
 
 @dataclass(frozen=True)
@@ -572,9 +599,45 @@ def rent_training(
     `architecture` (None values keep the task's hints). One unit per seed (default: `hyperparams["seed"]`
     or 0). The buyer escrows `max_price_per_unit_second * units * seconds_per_unit` µUSD and gets the
     weights as soon as every unit is committed, or, with `wait_verified`, once the sample is verified.
-    The caller (the trainer) submits the weights to the Arena itself.
+    The caller (the trainer) submits the weights to the Arena itself. `post_training` and
+    `collect_training` are the two halves, for a caller that must remember the job between them.
     """
-    from covey.compute.jobs import TrainingJob, TrainUnit, fetch_result, publish_job
+    client = MarketClient.from_deployment(chain, deployment, market_address)
+    job_id = post_training(
+        client,
+        store,
+        spec_digest,
+        hyperparams,
+        buyer,
+        seeds=seeds,
+        max_price_per_unit_second=max_price_per_unit_second,
+        seconds_per_unit=seconds_per_unit,
+        needs=needs,
+        bid_window_s=bid_window_s,
+        heartbeat_interval_s=heartbeat_interval_s,
+    )
+    return collect_training(client, store, job_id, buyer, wait_verified=wait_verified, timeout_s=timeout_s)
+
+
+def post_training(
+    client: MarketClient,
+    store: ArtifactStore,
+    spec_digest: str,
+    hyperparams: Mapping[str, Any],
+    buyer: LocalAccount,
+    *,
+    seeds: Sequence[int] | None = None,
+    max_price_per_unit_second: int = 100,
+    seconds_per_unit: int = 60,
+    needs: Resources = Resources(1, 2048, 0),
+    bid_window_s: int = 10,
+    heartbeat_interval_s: int = 30,
+) -> int:
+    """Publish a training job (one unit per seed) and post it with escrow; return the job id.
+
+    A buyer whose USD balance is below the escrow gets `RentalError` and no job is posted.
+    """
+    from covey.compute.jobs import TrainingJob, TrainUnit, publish_job
 
     params = {key: value for key, value in dict(hyperparams).items() if value is not None}
     unknown = set(params) - _TRAIN_UNIT_KEYS - _IGNORED_KEYS - {"seed", "architecture"}
@@ -587,10 +650,19 @@ def rent_training(
         units=[TrainUnit(seed=seed, **unit_params) for seed in chosen_seeds],
         architecture=dict(params.get("architecture") or {}),
     )
-    spec_ref = publish_job(store, job_spec)
-    client = MarketClient.from_deployment(chain, deployment, market_address)
+    escrow = max_price_per_unit_second * job_spec.unit_count * seconds_per_unit
+
+    def escrow_short(balance: int) -> RentalError:
+        return RentalError(
+            f"escrow short: {job_spec.unit_count} unit(s) x {seconds_per_unit} s at up to "
+            f"{max_price_per_unit_second} µUSD/unit-s needs {escrow} µUSD escrowed, but {buyer.address} holds "
+            f"{balance} µUSD; lower the max price or the units, or get USD"
+        )
+
+    if client.usd_balance(buyer.address) < escrow:
+        raise escrow_short(client.usd_balance(buyer.address))
     terms = JobTerms(
-        spec_hash=spec_ref.bytes32,
+        spec_hash=publish_job(store, job_spec).bytes32,
         units=job_spec.unit_count,
         max_price_per_unit_second=max_price_per_unit_second,
         seconds_per_unit=seconds_per_unit,
@@ -598,16 +670,48 @@ def rent_training(
         bid_window_s=bid_window_s,
         heartbeat_interval_s=heartbeat_interval_s,
     )
-    # Enough allowance to re-post every unit once at the same price if a provider fails.
-    job_id = client.post_job(buyer, terms, extra_allowance=terms.escrow)
-    units = wait_for_units(client, job_id, job_spec.unit_count, verified_only=wait_verified, timeout_s=timeout_s)
+    try:
+        # Enough allowance to re-post every unit once at the same price if a provider fails.
+        return client.post_job(buyer, terms, extra_allowance=terms.escrow)
+    except ChainError as exc:
+        if exc.reason == "market: escrow short":  # the balance moved since we looked
+            raise escrow_short(client.usd_balance(buyer.address)) from exc
+        raise
+
+
+def collect_training(
+    client: MarketClient,
+    store: ArtifactStore,
+    job_id: int,
+    buyer: LocalAccount | None = None,
+    *,
+    wait_verified: bool = False,
+    timeout_s: float = 900.0,
+) -> RentedTraining:
+    """Wait for a posted training job's units and fetch their weights (hash-checked by the store).
+
+    Raises `NoBids` (after cancelling the job, refunding the `buyer`) when nobody bid, `ComputeTimeout`
+    when the units are not in by `timeout_s` (the job stays: collect it again later), and `RentalError`
+    when a unit failed on the provider (out of memory, out of time...), with the unit's own error.
+    """
+    from covey.compute.jobs import fetch_job, fetch_result
+
+    units_wanted = fetch_job(store, client.job(job_id).spec_digest).unit_count
+    try:
+        units = wait_for_units(client, job_id, units_wanted, verified_only=wait_verified, timeout_s=timeout_s)
+    except NoBids:
+        unbid = job_lineage(client, job_id)[-1]
+        if buyer is not None and unbid.buyer == buyer.address:
+            client.cancel_job(buyer, unbid.job_id)  # the escrow comes back; nobody can ever win it
+        raise
     unit_weights: dict[int, ArtifactRef] = {}
     first_weights = b""
     for index, output in sorted(units.items()):
         manifest = fetch_result(store, output.result_hash)
         digest = manifest["outputs"].get("weights.safetensors")
-        if digest is None:
-            raise ValidationError(f"job {output.job_id} unit {index} produced no weights: {manifest}")
+        if manifest.get("exit_code") != 0 or digest is None:
+            why = manifest.get("error") or f"exit code {manifest.get('exit_code')}, no weights"
+            raise RentalError(f"job {output.job_id} unit {index} failed on provider {output.provider}: {why}")
         data = store.get(digest)  # hash-checked: what the provider committed is what the trainer gets
         unit_weights[index] = ArtifactRef(digest, store.uri_for(digest), len(data))
         first_weights = first_weights or data
