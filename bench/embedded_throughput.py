@@ -31,7 +31,7 @@ from eth_account.signers.local import LocalAccount
 from web3 import Web3
 from web3.contract import Contract
 
-from covey.chain._embedded import EmbeddedProvider, dev_private_keys, open_node, running_server_url
+from covey.chain._embedded import dev_private_keys, embedded_web3, open_node, running_server_url
 
 RESULTS = Path(__file__).resolve().parent / "results" / "embedded_throughput.json"
 GWEI = 10**9
@@ -133,7 +133,7 @@ def restart_times(work_dir: Path, journaled: int) -> dict[str, float]:
     source_dir = work_dir / "replay-source"
     owner = Account.from_key(dev_private_keys(1)[0])
     with open_node(source_dir, snapshot_every=journaled + 10) as node:
-        w3 = Web3(EmbeddedProvider(node))
+        w3 = embedded_web3(node)
         token = deploy_token(w3, owner)
         data = bytes.fromhex(token.encode_abi("transfer", [Account.create().address, 1])[2:])
         nonce = w3.eth.get_transaction_count(owner.address)
@@ -165,11 +165,11 @@ def run(transfers: int, journaled: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as temporary:
         work_dir = Path(temporary)
         with open_node(work_dir / "in-process") as node:
-            w3 = Web3(EmbeddedProvider(node))
+            w3 = embedded_web3(node)
             in_process = transfers_per_second(w3, deploy_token(w3, owner), owner, transfers)
         # The same without fsync, to tell the disk's share (fsync latency) from the CPU's.
-        with open_node(work_dir / "in-process-no-fsync", fsync=False) as node:
-            w3 = Web3(EmbeddedProvider(node))
+        with open_node(work_dir / "in-process-no-fsync", durability="none") as node:
+            w3 = embedded_web3(node)
             unsynced = transfers_per_second(w3, deploy_token(w3, owner), owner, transfers)
         with served_chain(work_dir / "served") as (url, server_pid):
             remote = Web3(Web3.HTTPProvider(url))

@@ -85,7 +85,7 @@ class Chain:
     @classmethod
     def embedded(cls, data_dir: Path) -> Chain:
         """Open the persistent in-process chain in `data_dir`, or talk to the server that holds it."""
-        from covey.chain._embedded import EmbeddedProvider, open_node, running_server_url
+        from covey.chain._embedded import embedded_web3, open_node, running_server_url
 
         served = running_server_url(data_dir)
         if served:
@@ -93,7 +93,7 @@ class Chain:
             chain.data_dir = data_dir
             return chain
         node = open_node(data_dir)
-        return cls(Web3(EmbeddedProvider(node)), "embedded", node=node, data_dir=data_dir)
+        return cls(embedded_web3(node), "embedded", node=node, data_dir=data_dir)
 
     def close(self) -> None:
         """Release the embedded chain (writes its snapshot); a no-op for RPC connections."""

@@ -16,7 +16,7 @@ from web3 import Web3
 from web3.contract import Contract
 from web3.types import TxParams, TxReceipt
 
-from covey.chain._embedded import EmbeddedNode, EmbeddedProvider, dev_private_keys, open_node
+from covey.chain._embedded import EmbeddedNode, dev_private_keys, embedded_web3, open_node
 
 TOKEN_SOURCE = """
 # pragma version ~=0.4.3
@@ -116,7 +116,7 @@ def node(chain_dir: Path) -> Iterator[EmbeddedNode]:
 
 @pytest.fixture
 def w3(node: EmbeddedNode) -> Web3:
-    return Web3(EmbeddedProvider(node))
+    return embedded_web3(node)
 
 
 def send_tx(w3: Web3, account: LocalAccount, **fields: Any) -> TxReceipt:

@@ -13,10 +13,10 @@ from eth_bloom import BloomFilter
 from eth_utils import keccak
 from web3 import Web3
 from web3.contract import Contract
-from web3.exceptions import ContractLogicError, Web3RPCError
+from web3.exceptions import ContractLogicError, TransactionNotFound, Web3RPCError
 from web3.types import FilterParams, TxData, TxReceipt, Wei
 
-from covey.chain._embedded import BLOCK_GAS_LIMIT, DEV_BALANCE_WEI, EmbeddedNode, dev_private_keys
+from covey.chain._embedded import BLOCK_GAS_LIMIT, DEV_BALANCE_WEI, EmbeddedNode, EmbeddedProvider, dev_private_keys
 
 Send = Callable[..., TxReceipt]
 GWEI = 10**9
@@ -320,3 +320,43 @@ def test_unknown_methods_and_bad_params_are_json_rpc_errors(w3: Web3) -> None:
     assert bad["error"]["code"] == -32602
     missing = w3.provider.make_request("eth_getTransactionReceipt", ["0x" + "11" * 32])  # type: ignore[arg-type]
     assert missing["result"] is None
+
+
+def test_fast_path_answers_exactly_what_web3_would(
+    w3: Web3, node: EmbeddedNode, token: Contract, probe: Contract, dev_accounts: list[LocalAccount], send: Send
+) -> None:
+    """`embedded_web3` skips web3's formatters for send and receipt; a plain Web3 sees the same receipts."""
+    plain = Web3(EmbeddedProvider(node))
+    alice, bob = dev_accounts[0], dev_accounts[1]
+    receipts = [
+        send(alice, to=token.address, data=token.encode_abi("transfer", [bob.address, 5])),
+        send(alice, to=bob.address, value=7, gas=21_000),
+        send(alice, to=probe.address, data=probe.encode_abi("refuse", [1]), gas=100_000),  # reverts
+        send(alice, data=w3.eth.contract(abi=[], bytecode="0x6000600055").constructor().data_in_transaction),
+    ]
+    assert [receipt["status"] for receipt in receipts] == [1, 1, 0, 1]
+    for receipt in receipts:
+        tx_hash = receipt["transactionHash"]
+        expected = plain.eth.get_transaction_receipt(tx_hash)
+        for fast in (receipt, w3.eth.wait_for_transaction_receipt(tx_hash)):
+            assert fast == expected
+            assert {key: type(value) for key, value in fast.items()} == {
+                key: type(value) for key, value in expected.items()
+            }
+            for fast_log, log in zip(fast["logs"], expected["logs"], strict=True):
+                assert {k: type(v) for k, v in fast_log.items()} == {k: type(v) for k, v in log.items()}
+    # Rejections and unknown hashes still raise web3's own errors.
+    signed = alice.sign_transaction(
+        {
+            "chainId": 31337,
+            "nonce": 0,
+            "to": bob.address,
+            "gas": 21_000,
+            "maxFeePerGas": 3 * GWEI,
+            "maxPriorityFeePerGas": GWEI,
+        }
+    )
+    with pytest.raises(Web3RPCError, match="nonce too low"):
+        w3.eth.send_raw_transaction(signed.raw_transaction)
+    with pytest.raises(TransactionNotFound):
+        w3.eth.get_transaction_receipt(b"\x01" * 32)

@@ -1,7 +1,7 @@
 """The embedded chain: a persistent, in-process EVM (py-evm) for web3.py and JSON-RPC clients.
 
 node = open_node(data_dir)            # exclusive; ChainBusyError if another process has it
-w3 = Web3(EmbeddedProvider(node))     # in process
+w3 = embedded_web3(node)              # in process (Web3 over EmbeddedProvider, fast send/receipt)
 serve_rpc(node, port=8545)            # or over HTTP for other processes
 node.close()
 """
@@ -15,7 +15,7 @@ from covey.chain._embedded.engine import (
     dev_private_keys,
 )
 from covey.chain._embedded.node import EmbeddedNode, open_node
-from covey.chain._embedded.provider import EmbeddedProvider
+from covey.chain._embedded.provider import EmbeddedProvider, embedded_web3
 from covey.chain._embedded.server import ServerHandle, running_server_url, serve_rpc, start_server_thread
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "EmbeddedProvider",
     "ServerHandle",
     "dev_private_keys",
+    "embedded_web3",
     "open_node",
     "running_server_url",
     "serve_rpc",

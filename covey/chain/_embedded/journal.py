@@ -8,6 +8,8 @@ position, and segments older than the snapshot's are deleted.
 Durability is group commit: `append` writes under the engine lock and wakes a flusher thread;
 `sync_through` waits (outside the lock) until an fsync has covered the record. The flush runs
 while the transaction executes, and one fsync covers every record written before it started.
+With `wait_for_fsync=False` a record counts as committed once `write` has handed it to the OS
+(it survives a SIGKILL of the process, not a power cut) and the flusher fsyncs right behind.
 """
 
 from __future__ import annotations
@@ -196,10 +198,13 @@ class Journal:
     every writer waiting in `sync_through` (group commit).
     """
 
-    def __init__(self, directory: Path, position: JournalPosition, *, fsync: bool = True) -> None:
+    def __init__(
+        self, directory: Path, position: JournalPosition, *, fsync: bool = True, wait_for_fsync: bool = True
+    ) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
         self._fsync = fsync
+        self._wait_for_fsync = fsync and wait_for_fsync
         self._segment = position.segment
         self._fd = self._open_segment(position.segment, position.offset)
         self._size = position.offset
@@ -214,6 +219,11 @@ class Journal:
         if fsync:
             self._flusher = threading.Thread(target=self._flush_loop, name="covey-journal-fsync", daemon=True)
             self._flusher.start()
+
+    @property
+    def written(self) -> int:
+        """The ticket of the latest record written (0 before the first)."""
+        return self._written
 
     @property
     def position(self) -> JournalPosition:
@@ -268,7 +278,16 @@ class Journal:
             self._failed = f"{exc}; then truncating failed: {truncate_error}"
 
     def sync_through(self, ticket: int) -> None:
-        """Return once record `ticket` is durable; raises `ChainError` if the fsync failed."""
+        """Return once record `ticket` is committed; raises `ChainError` if the fsync failed.
+
+        Committed means fsynced, or with `wait_for_fsync=False` written to the OS (at once).
+        """
+        if self._synced >= ticket:
+            return
+        if not self._wait_for_fsync:
+            if self._failed:
+                raise ChainError(f"cannot make the chain journal durable: {self._failed}")
+            return
         with self._changed:
             while self._synced < ticket:
                 if self._failed:

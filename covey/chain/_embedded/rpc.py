@@ -289,8 +289,10 @@ class Dispatcher:
             "hardhat_setBalance": self._set_balance,
         }
         self._handlers = handlers
-        # These call node methods that lock for the write and fsync after unlocking, so that one
-        # fsync can cover several clients' writes; every other method runs under the node lock.
+        # These call node methods that lock for the write and wait for the commit after unlocking,
+        # so that one fsync can cover several clients' writes; every other method runs under the
+        # node lock. eth_sendRawTransaction does not wait: the hash is no confirmation, and reads
+        # (the receipt first) wait for the commit, so the flush overlaps the trip to the client.
         self._self_locking = {
             "eth_sendRawTransaction",
             "evm_increaseTime",
@@ -317,13 +319,19 @@ class Dispatcher:
             params = list(params)
         elif not isinstance(params, list):
             raise _invalid(f"params of {method} must be an array")
+        node = self._node
         try:
             if method in self._self_locking:
                 return handler(params)
-            with self._node.lock:
-                if self._node.closed:
-                    raise ChainError(f"the embedded chain in {self._node.data_dir} is closed")
-                return handler(params)
+            with node.lock:
+                if node.closed:
+                    raise ChainError(f"the embedded chain in {node.data_dir} is closed")
+                result = handler(params)
+                seen = node.written_ticket
+            # Show nothing a crash could take back: wait (outside the lock, so that one flush
+            # serves many) until every write this answer may reflect is committed.
+            node.wait_committed(seen)
+            return result
         except ExecutionReverted as exc:
             raise RpcError(EXECUTION_REVERTED, str(exc), _data(exc.data)) from exc
         except ChainError as exc:
@@ -445,7 +453,7 @@ class Dispatcher:
 
     def _send_raw_transaction(self, params: Sequence[Any]) -> str:
         raw = _to_bytes(_param(params, 0, "raw transaction"), "raw transaction")
-        return _data(self._node.send_raw_transaction(raw))
+        return _data(self._node.send_raw_transaction(raw, wait=False))
 
     def _send_transaction(self, params: Sequence[Any]) -> None:
         raise RpcError(
