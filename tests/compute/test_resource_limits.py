@@ -8,17 +8,28 @@ its machine and its offer hold.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from covey.compute.client import JobStatus, JobTerms, Resources, delivered_units
+from covey.chain import Chain
+from covey.compute.client import (
+    JobStatus,
+    JobTerms,
+    MarketClient,
+    RentalError,
+    Resources,
+    delivered_units,
+    rent_training,
+)
 from covey.compute.jobs import CommandJob, UnitLimits, fetch_result, publish_job
 from covey.compute.provider import PricingRule, ProviderAgent
 from covey.compute.sandbox import Limits, Sandbox, machine_capacity
 from covey.compute.verifier import VerifierAgent
 from covey.errors import ValidationError
+from covey.ml import default_spec
 
 COV = 10**18
 USD = 10**6
@@ -131,3 +142,44 @@ def test_a_market_job_over_its_declared_memory_is_a_failed_unit_not_a_hang(bazaa
     (check,) = verifier.verify_job(bazaar.client.job(job_id))
     assert check.ok and check.detail == "same result hash"
     assert bazaar.client.job(job_id).status == JobStatus.SETTLED
+
+
+def test_a_rented_training_unit_that_runs_out_of_memory_comes_back_as_a_clear_failure(
+    bazaar, store, anvil_url: str, tmp_path: Path
+) -> None:
+    (account,) = bazaar.people(1)
+    bazaar.stake(account, MIN_STAKE)
+    provider = ProviderAgent(
+        MarketClient.from_deployment(Chain.from_rpc(anvil_url), bazaar.deployment),  # its own connection
+        account,
+        store,
+        resources=Resources(1, 2048, 0),
+        pricing=PricingRule(10),
+        sandbox=Sandbox(store, root=tmp_path / "provider"),
+        log=print,
+    )
+    spec = default_spec("digits", train={"epochs": 1, "lr": 3e-3, "batch_size": 64, "max_steps": 15})
+    stop = threading.Event()
+    thread = threading.Thread(target=provider.run, args=(stop,), kwargs={"poll_s": 0.3}, daemon=True)
+    thread.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(
+            RentalError, match=r"job \d+ unit 0 failed on provider 0x[0-9a-fA-F]+: out of memory"
+        ) as info:
+            rent_training(
+                bazaar.chain,
+                bazaar.deployment,
+                store,
+                store.put(spec.to_bytes()).digest,
+                {"seed": 3},
+                bazaar.buyer(100 * USD),
+                needs=Resources(1, 128, 0),  # torch alone needs more
+                bid_window_s=3,
+                timeout_s=120,
+            )
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+    assert str(info.value).endswith("the unit exceeded its 128 MiB memory limit")
+    assert time.monotonic() - started < 60  # reported, not waited out
