@@ -1,13 +1,14 @@
 """The embedded chain over HTTP JSON-RPC (single and batch requests), for other processes.
 
-A threaded `http.server` with keep-alive (HTTP/1.1) and Nagle disabled: with Nagle on, the
-delayed-ACK interplay caps a Python HTTP server near 10 requests/s per connection. Requests
+A threaded server speaking a lean HTTP/1.1 with keep-alive and Nagle disabled: with Nagle on,
+the delayed-ACK interplay caps a Python HTTP server near 10 requests/s per connection. Requests
 from all connections go through one dispatcher, which serialises engine access.
 While serving, `data_dir/serve.json` says where, so `running_server_url` can find it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -17,8 +18,9 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
+from socketserver import StreamRequestHandler
 from types import FrameType
 from typing import Any
 
@@ -29,6 +31,16 @@ from covey.errors import ChainError
 
 SERVE_FILE = "serve.json"
 _MAX_BODY_BYTES = 64 * 1024 * 1024
+_MAX_LINE_BYTES = 64 * 1024
+_MAX_HEADERS = 100
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    405: "Method Not Allowed",
+    411: "Length Required",
+    413: "Payload Too Large",
+    431: "Request Header Fields Too Large",
+}
 
 
 class _RpcHTTPServer(ThreadingHTTPServer):
@@ -39,31 +51,14 @@ class _RpcHTTPServer(ThreadingHTTPServer):
         super().__init__(address, _RpcHandler)
         self.dispatcher = dispatcher
 
-
-class _RpcHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: _RpcHTTPServer
-
-    def setup(self) -> None:
-        super().setup()
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def do_POST(self) -> None:
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            length = -1
-        if not 0 < length <= _MAX_BODY_BYTES:
-            self._reply(411, {"error": "a JSON-RPC POST needs a Content-Length up to 64 MiB"})
-            return
-        body = self.rfile.read(length)
+    def answer(self, body: bytes) -> bytes:
+        """The JSON-RPC response (single or batch) to a request body, as JSON bytes."""
         try:
             request = json.loads(body)
         except ValueError as exc:
             error = RpcError(PARSE_ERROR, f"parse error: {exc}")
-            self._reply(200, {"jsonrpc": "2.0", "id": None, "error": error.to_json()})
-            return
-        dispatcher = self.server.dispatcher
+            return _json({"jsonrpc": "2.0", "id": None, "error": error.to_json()})
+        dispatcher = self.dispatcher
         response: Any
         if isinstance(request, list):
             if request:
@@ -73,21 +68,84 @@ class _RpcHandler(BaseHTTPRequestHandler):
                 response = {"jsonrpc": "2.0", "id": None, "error": empty.to_json()}
         else:
             response = dispatcher.handle(request)
-        self._reply(200, response)
+        return _json(response)
 
-    def do_GET(self) -> None:
-        self._reply(405, {"error": "send JSON-RPC requests with POST"})
 
-    def _reply(self, status: int, payload: Any) -> None:
-        body = json.dumps(payload, separators=(",", ":")).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+def _json(payload: Any) -> bytes:
+    return json.dumps(payload, separators=(",", ":")).encode()
 
-    def log_message(self, format: str, *args: Any) -> None:
-        """Stay quiet: one line per request would cost more than the request."""
+
+class _RpcHandler(StreamRequestHandler):
+    """HTTP/1.1 with keep-alive, just enough of it for JSON-RPC clients.
+
+    `BaseHTTPRequestHandler` parses headers with the email package and writes the status line
+    and each header separately, which costs more than answering most calls; this reads only
+    the request line and the three headers that matter and answers with one `sendall`.
+    """
+
+    server: _RpcHTTPServer
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def handle(self) -> None:
+        while self._handle_one():
+            pass
+
+    def _handle_one(self) -> bool:
+        """Answer one request; returns whether the connection stays open for another."""
+        request_line = self.rfile.readline(_MAX_LINE_BYTES + 1)
+        if not request_line:
+            return False
+        parts = request_line.split()
+        if len(request_line) > _MAX_LINE_BYTES or len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
+            self._reply(400, _json({"error": "malformed HTTP request line"}), keep_alive=False)
+            return False
+        method, version = parts[0], parts[2]
+        headers: dict[bytes, bytes] = {}
+        for _ in range(_MAX_HEADERS + 1):
+            line = self.rfile.readline(_MAX_LINE_BYTES + 1)
+            if line in (b"\r\n", b"\n", b""):
+                break
+            name, _, value = line.partition(b":")
+            headers[name.strip().lower()] = value.strip()
+        else:
+            self._reply(431, _json({"error": "too many HTTP headers"}), keep_alive=False)
+            return False
+        connection = headers.get(b"connection", b"").lower()
+        keep_alive = connection != b"close" if version == b"HTTP/1.1" else connection == b"keep-alive"
+        if b"transfer-encoding" in headers:
+            self._reply(411, _json({"error": "send JSON-RPC requests with a Content-Length"}), keep_alive=False)
+            return False
+        try:
+            length = int(headers.get(b"content-length", b"0"))
+        except ValueError:
+            length = -1
+        if not 0 <= length <= _MAX_BODY_BYTES:
+            self._reply(413, _json({"error": "a JSON-RPC POST needs a Content-Length up to 64 MiB"}), keep_alive=False)
+            return False
+        if headers.get(b"expect", b"").lower() == b"100-continue":
+            self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        body = self.rfile.read(length) if length else b""
+        if len(body) != length:
+            return False  # the client went away mid-request
+        if method != b"POST":
+            self._reply(405, _json({"error": "send JSON-RPC requests with POST"}), keep_alive)
+        elif not length:
+            self._reply(411, _json({"error": "a JSON-RPC POST needs a Content-Length up to 64 MiB"}), keep_alive)
+        else:
+            self._reply(200, self.server.answer(body), keep_alive)
+        return keep_alive
+
+    def _reply(self, status: int, body: bytes, keep_alive: bool) -> None:
+        closing = "" if keep_alive else "Connection: close\r\n"
+        head = (
+            f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n{closing}\r\n"
+        )
+        with contextlib.suppress(OSError):  # the client is gone; the next read ends this connection
+            self.wfile.write(head.encode() + body)
 
 
 @dataclass
