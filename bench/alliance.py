@@ -37,9 +37,9 @@ from rich.table import Table
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from covey.alliance import accept_mask, aggregate, attacks, fltrust, score_updates  # noqa: E402
+from covey.alliance import aggregate, attacks, fltrust  # noqa: E402
+from covey.alliance.aggregators.trust import covey_trust, trust_mask  # noqa: E402
 from covey.alliance.rules import aggregate_by_rule, rule_id  # noqa: E402
-from covey.alliance.spec import AllianceSpec  # noqa: E402
 from covey.ml import TrainConfig, build_model, evaluate, flatten, train, unflatten  # noqa: E402
 from covey.ml.datasets import Dataset, load_split  # noqa: E402
 
@@ -58,11 +58,12 @@ AGGREGATORS = (
     "multi_krum",
     "fltrust",
     "covey_default",
+    "covey_trust",
     "covey",
     "oracle",
 )
 SPLITS = {"iid": None, "dirichlet_0.1": 0.1}
-MIN_SCORE_DELTA = AllianceSpec.__dataclass_fields__["min_score_delta"].default  # what alliance voters use
+MIN_COSINE = 0.1
 console = Console()
 
 
@@ -129,15 +130,19 @@ def committee_vote(
     updates: list[np.ndarray],
     attackers: set[int],
     rng: np.random.Generator,
+    reference: np.ndarray | None,
 ) -> list[int]:
-    """The indices a random voting committee accepts by majority; attackers on it vote the honest mask inverted."""
+    """The indices a random voting committee accepts by majority; attackers on it vote the honest mask inverted.
+
+    Honest voters vote what the rule keeps (`trust_mask` against the previous global step): no voter's
+    private data enters the decision, so honest non-IID updates are not voted down for being unlike
+    the voter's own data, and an honest proposer is never slashed for an update the rule would use.
+    """
     voters = rng.choice(CLIENTS, size=COMMITTEE, replace=False)
-    candidate = aggregate_by_rule(rule_id("covey_default"), updates)
+    honest_mask = np.array(trust_mask(updates, reference, min_cosine=MIN_COSINE), dtype=bool)
     votes = np.zeros(len(updates), dtype=int)
     for voter in voters:
-        deltas = score_updates(base, updates, lambda v, d=world.clients[voter]: accuracy(model, v, d))
-        mask = np.array(accept_mask(deltas, updates, candidate, min_score_delta=MIN_SCORE_DELTA), dtype=bool)
-        votes += ~mask if int(voter) in attackers else mask
+        votes += ~honest_mask if int(voter) in attackers else honest_mask
     return [i for i in range(len(updates)) if votes[i] * 2 > COMMITTEE]
 
 
@@ -148,6 +153,7 @@ def run_config(world: World, aggregator: str, attack: str, fraction: float, seed
     n_attackers = round(fraction * CLIENTS)
     attackers = set(range(n_attackers))
     rng = np.random.default_rng(seed)
+    reference: np.ndarray | None = None  # the last global step that moved the model (what trust_mask compares to)
     for round_number in range(ROUNDS):
         updates: list[np.ndarray] = []
         for client, data in enumerate(world.clients):
@@ -159,7 +165,10 @@ def run_config(world: World, aggregator: str, attack: str, fraction: float, seed
         if attackers and attack != "none":
             own = [updates[i] for i in sorted(attackers)]
             updates = poisoned(attack, own, honest, seed + round_number) + honest
-        base = base + step(world, model, base, aggregator, updates, honest, attackers, rng, seed + round_number)
+        moved = step(world, model, base, aggregator, updates, honest, attackers, rng, seed + round_number, reference)
+        base = base + moved
+        if np.any(moved):
+            reference = moved
     return accuracy(model, base, world.test)
 
 
@@ -173,17 +182,20 @@ def step(
     attackers: set[int],
     rng: np.random.Generator,
     seed: int,
+    reference: np.ndarray | None,
 ) -> np.ndarray:
     if aggregator == "oracle":
         return aggregate("fedavg", honest)
     if aggregator == "fltrust":
         root = local_update(model, base, world.root, seed)
         return fltrust(updates, root, max_norm_ratio=3.0)
+    if aggregator == "covey_trust":
+        return covey_trust(updates, reference, min_cosine=MIN_COSINE)
     if aggregator == "covey":
-        accepted = committee_vote(world, model, base, updates, attackers, rng)
+        accepted = committee_vote(world, model, base, updates, attackers, rng, reference)
         if not accepted:
             return np.zeros_like(base)
-        return aggregate_by_rule(rule_id("covey_default"), [updates[i] for i in accepted])
+        return covey_trust([updates[i] for i in accepted], reference, min_cosine=MIN_COSINE)
     return aggregate_by_rule(rule_id(aggregator), updates)
 
 

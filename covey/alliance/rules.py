@@ -4,6 +4,9 @@ Every participant recomputes the round's aggregate from the same committed updat
 parameters must follow from the updates themselves: the Byzantine budget is `ceil(0.3 * n)` capped
 at what the rule can tolerate for that `n`. FLTrust is not here: its root update comes from training,
 which is not bit-for-bit reproducible across machines, so voters could not agree on its hash.
+`covey.alliance.aggregators.trust` takes its reference direction from public history instead:
+`trust_reference` below, the last global step that moved the model, which every participant
+replays bit for bit (it has no on-chain id yet: the contract accepts ids up to 5).
 
     id  rule               with n updates
     0   covey_default      clip to the median norm, trim ceil(0.3 n) per side (capped at (n-1)//2)
@@ -17,7 +20,7 @@ which is not bit-for-bit reproducible across machines, so voters could not agree
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -31,7 +34,7 @@ from covey.alliance.aggregators import (
     multi_krum,
     trimmed_mean,
 )
-from covey.alliance.aggregators._base import Vector, as_vector
+from covey.alliance.aggregators._base import Vector, as_vector, check_int, l2_norm
 
 RULE_NAMES: tuple[str, ...] = ("covey_default", "fedavg", "coordinate_median", "trimmed_mean", "krum", "multi_krum")
 TRIMMED_MEAN_RATIO = 0.2
@@ -81,3 +84,24 @@ def next_model(base: np.ndarray, accepted_updates: Sequence[np.ndarray], rule: i
     if step.shape != model.shape:
         raise AggregationError(f"next_model: updates have {step.shape[0]} coordinates, the model {model.shape[0]}")
     return model + step
+
+
+def trust_reference(model_for_round: Callable[[int], np.ndarray], round_number: int) -> Vector | None:
+    """The direction `covey_trust` compares round `round_number`'s updates to, or None before any step moved.
+
+    It is the last global step that moved the model: `model(r) - model(r - 1)` for the latest
+    `r <= round_number` where the two differ. A round that accepted nothing, or whose updates the
+    rule all dropped, is skipped, so one captured or empty round cannot blank the reference.
+    `model_for_round` maps a round (from 1) to the model it started from, e.g.
+    `ModelLedger.model_for_round`; every participant replays those bit for bit, so every voter
+    gets the same reference.
+    """
+    current = check_int(round_number, "round_number", "trust_reference", low=1)
+    later = as_vector(model_for_round(current), f"trust_reference: model of round {current}")
+    for earlier_round in range(current - 1, 0, -1):
+        earlier = as_vector(model_for_round(earlier_round), f"trust_reference: model of round {earlier_round}")
+        step = later - earlier
+        if l2_norm(step) > 0:
+            return step
+        later = earlier
+    return None

@@ -9,6 +9,14 @@ that rejects an update only when it lowers a member's local accuracy by more tha
 ratchets: an attacker that costs 4.9 points passes every round, and the losses compound. So an
 update must also stay near the robust aggregate (`max_distance_ratio`), and the aggregate itself
 bounds what any accepted update can do.
+
+The metric check suits IID data only. On non-IID data (Dirichlet 0.1) an honest update trained on
+other classes lowers a voter's own accuracy, while a free-rider's zero update never does: measured
+on digits with 10 clients, 5-voter committees using `accept_mask` accepted the three free-riders
+every round but only 1.3 of the 7 honest updates per round on average, and the model ended 51
+points below FedAvg over the honest clients (55 under IPM). `trust_votes` votes what `covey_trust` keeps instead, so a vote never depends on how
+alike the voter's data and the proposer's are, and an honest proposer whose update the rule
+averages is never voted down (nor slashed) for somebody else's poison.
 """
 
 from __future__ import annotations
@@ -26,6 +34,8 @@ from covey.alliance.aggregators._base import (
     l2_norm,
     median,
 )
+from covey.alliance.aggregators.trust import DEFAULT_MAX_NORM_RATIO as TRUST_MAX_NORM_RATIO
+from covey.alliance.aggregators.trust import DEFAULT_MIN_COSINE, trust_mask
 
 DEFAULT_MIN_SCORE_DELTA = -0.02
 DEFAULT_MAX_DISTANCE_RATIO = 3.0
@@ -90,6 +100,25 @@ def accept_mask(
     ratio = check_float(max_distance_ratio, "max_distance_ratio", "accept_mask", low=1.0)
     distance_bar = ratio * median(distances)
     return [delta >= floor and distance <= distance_bar for delta, distance in zip(deltas, distances, strict=True)]
+
+
+def trust_votes(
+    updates: Sequence[np.ndarray],
+    reference: np.ndarray | None = None,
+    *,
+    min_cosine: float = DEFAULT_MIN_COSINE,
+    max_norm_ratio: float = TRUST_MAX_NORM_RATIO,
+) -> list[bool]:
+    """Per update, this voter's vote when the alliance aggregates with `covey_trust`: exactly what the rule keeps.
+
+    `reference` is the round's `covey.alliance.rules.trust_reference` (the last global step that
+    moved the model). A vote uses public data only (the committed updates and the replayed
+    models), so every honest voter casts the same mask and a proposer is voted down only for its
+    own update: zero, a copy of an earlier one, pointing against training (cosine at most
+    `min_cosine`), or longer than `max_norm_ratio` times the median of those pointing with it.
+    Raises `AggregationError` as `covey_trust` does.
+    """
+    return trust_mask(updates, reference, min_cosine=min_cosine, max_norm_ratio=max_norm_ratio)
 
 
 def _finite_metric(value: object, what: str) -> float:

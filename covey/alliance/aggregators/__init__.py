@@ -3,7 +3,8 @@
 Updates are 1-D real vectors (flattened model deltas). Every rule returns float64, whatever the
 input dtype, and is deterministic (stable sorts, row-order sums, no BLAS, no randomness), so every
 voter recomputes the same candidate bit for bit. Inconsistent input raises `AggregationError`.
-`norm_clip` returns clipped updates, not an aggregate, so it is not in the registry.
+`norm_clip` returns clipped updates, not an aggregate, so it is not in the registry; nor is
+`covey_trust`, whose reference direction comes from the alliance's history (see its module).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from covey.alliance.aggregators.krum import krum, krum_scores, multi_krum, multi
 from covey.alliance.aggregators.median import coordinate_median
 from covey.alliance.aggregators.norm_clip import norm_clip
 from covey.alliance.aggregators.trimmed_mean import trimmed_mean
+from covey.alliance.aggregators.trust import covey_trust, trust_cosines, trust_mask
 
 __all__ = [
     "AGGREGATORS",
@@ -32,6 +34,7 @@ __all__ = [
     "aggregate",
     "coordinate_median",
     "covey_default",
+    "covey_trust",
     "fedavg",
     "fltrust",
     "fltrust_committee",
@@ -42,6 +45,8 @@ __all__ = [
     "multi_krum_selection",
     "norm_clip",
     "trimmed_mean",
+    "trust_cosines",
+    "trust_mask",
 ]
 
 DEFAULT_RULE = "covey_default"

@@ -1,0 +1,152 @@
+"""Covey's trust rule: keep the updates that point the way training is going, then average them unweighted.
+
+Per update, in input order (`trust_mask`):
+- a zero update (a free-rider sending the global model back) is dropped: it carries no work;
+- an update whose cosine with a reference direction is at most `min_cosine` is dropped: sign
+  flipping and inner-product manipulation point against training, and noise points nowhere (a
+  random direction in d dimensions has cosine ~ N(0, 1/d) with any fixed vector).
+The aggregate (`covey_trust`) is the plain mean of the kept updates, each first clipped to
+`max_norm_ratio` times their median norm, so a scaled update counts as one honest-sized one.
+
+Why a mean and not a median or a trimmed mean: on non-IID data (Dirichlet 0.1) honest updates
+differ a lot from each other, and coordinate-wise or distance rules discard them (measured here:
+20-50 points lost with no attack). Measured on digits with 10 clients, Dirichlet(0.1): honest
+cosines with the previous global step stay at 0.3-0.8 all through training, while sign flipping
+and IPM sit below -0.4 and 10-sigma noise at -0.05..0.13; cosines with a 50-example root update
+(FLTrust's reference) fall to -0.03..0.5 for honest updates, which is why FLTrust loses honest
+non-IID work. So the reference is the previous global step (`global_r - global_{r-1}`, a public
+fact every participant replays) when there is one, else the `covey_default` aggregate of the
+updates themselves (the first round).
+
+Known blind spots, by construction: ALIE (its update lies inside the honest spread and points with
+the mean) and label flipping on non-IID data (it looks like one more client with other classes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from covey.alliance.aggregators._base import (
+    AggregationError,
+    Matrix,
+    Vector,
+    as_matrix,
+    as_vector,
+    check_float,
+    dot,
+    l2_norm,
+    median,
+    sum_rows,
+)
+from covey.alliance.aggregators.default import covey_default
+from covey.alliance.aggregators.norm_clip import clip_rows
+
+DEFAULT_MIN_COSINE = 0.1
+DEFAULT_MAX_NORM_RATIO = 4.0
+
+
+def trust_mask(
+    updates: Sequence[np.ndarray],
+    reference: np.ndarray | None = None,
+    *,
+    min_cosine: float = DEFAULT_MIN_COSINE,
+    max_norm_ratio: float = DEFAULT_MAX_NORM_RATIO,
+) -> list[bool]:
+    """Per update, whether `covey_trust` keeps it, in input order.
+
+    Kept: nonzero, cosine with the reference above `min_cosine`, and norm at most `max_norm_ratio`
+    times the median norm of the nonzero updates above `min_cosine`. `reference` is the direction
+    training is going (the previous global step); None, or an all-zero vector, means the
+    `covey_default` aggregate of the updates. Raises `AggregationError` for inconsistent updates,
+    a reference of another length, `min_cosine` outside [-1, 1) or `max_norm_ratio` below 1.
+    """
+    matrix = as_matrix(updates, "covey_trust")
+    keep = _mask(matrix, _reference(matrix, reference), *_parameters(min_cosine, max_norm_ratio))
+    return [bool(flag) for flag in keep]
+
+
+def trust_cosines(updates: Sequence[np.ndarray], reference: np.ndarray | None = None) -> list[float]:
+    """Each update's cosine with the reference `trust_mask` uses (0 for a zero update), in input order."""
+    matrix = as_matrix(updates, "covey_trust")
+    return _cosines(matrix, _reference(matrix, reference))
+
+
+def covey_trust(
+    updates: Sequence[np.ndarray],
+    reference: np.ndarray | None = None,
+    *,
+    min_cosine: float = DEFAULT_MIN_COSINE,
+    max_norm_ratio: float = DEFAULT_MAX_NORM_RATIO,
+    clip_ratio: float | None = None,
+) -> Vector:
+    """The unweighted mean of the updates `trust_mask` keeps, as float64.
+
+    The zero vector when nothing is kept: the global model stays rather than follow updates
+    nobody can vouch for. Raises `AggregationError` as `trust_mask` does.
+    """
+    matrix = as_matrix(updates, "covey_trust")
+    kept = matrix[_mask(matrix, _reference(matrix, reference), *_parameters(min_cosine, max_norm_ratio))]
+    if kept.shape[0] == 0:
+        return np.zeros(matrix.shape[1], dtype=np.float64)
+    if clip_ratio is not None:
+        bound = check_float(clip_ratio, "clip_ratio", "covey_trust", low=1.0)
+        kept = clip_rows(kept, bound * median([l2_norm(row) for row in kept]))
+    return sum_rows(kept) / kept.shape[0]
+
+
+def _parameters(min_cosine: float, max_norm_ratio: float) -> tuple[float, float]:
+    cosine = check_float(min_cosine, "min_cosine", "covey_trust", low=-1.0, high=1.0, high_inclusive=False)
+    return cosine, check_float(max_norm_ratio, "max_norm_ratio", "covey_trust", low=1.0)
+
+
+def _reference(matrix: Matrix, reference: np.ndarray | None) -> Vector:
+    if reference is not None:
+        direction = as_vector(reference, "covey_trust: reference")
+        if direction.shape[0] != matrix.shape[1]:
+            raise AggregationError(
+                f"covey_trust: reference has {direction.shape[0]} coordinates, the updates have {matrix.shape[1]}"
+            )
+        if l2_norm(direction) > 0:
+            return direction
+    return covey_default(list(matrix))
+
+
+def _cosines(matrix: Matrix, reference: Vector) -> list[float]:
+    reference_norm = l2_norm(reference)
+    cosines = []
+    for row in matrix:
+        norm = l2_norm(row)
+        if norm == 0 or reference_norm == 0:
+            cosines.append(0.0)
+        else:
+            # Rounding can push a cosine a hair past +-1; clamp so it stays one.
+            cosines.append(min(1.0, max(-1.0, dot(row, reference) / (norm * reference_norm))))
+    return cosines
+
+
+def _mask(matrix: Matrix, reference: Vector, min_cosine: float, max_norm_ratio: float) -> Vector:
+    cosines = _cosines(matrix, reference)
+    norms = [l2_norm(row) for row in matrix]
+    seen: set[bytes] = set()
+    pointed = []
+    for row, norm, cosine in zip(matrix, norms, cosines, strict=True):
+        # A copy of an earlier update adds no information, so it gets no weight: colluders sending
+        # one vector (ALIE, IPM) count once. Honest training never yields bit-identical updates.
+        fingerprint = row.tobytes()
+        pointed.append(norm > 0 and cosine > min_cosine and fingerprint not in seen)
+        seen.add(fingerprint)
+    if not any(pointed):
+        return np.zeros(matrix.shape[0], dtype=bool)
+    # The bar is the median norm of the updates that point the right way, recomputed over the survivors
+    # until nothing more drops: short updates that point elsewhere (IPM, free-riders) cannot lower it,
+    # long ones that point elsewhere (sign flips) cannot raise it, and a few boosted updates that point
+    # the right way lift the first median only until they are cut.
+    keep = list(pointed)
+    while True:
+        bar = max_norm_ratio * median([norm for norm, ok in zip(norms, keep, strict=True) if ok])
+        survivors = [ok and norm <= bar for norm, ok in zip(norms, keep, strict=True)]
+        if survivors == keep:
+            return np.array(keep, dtype=bool)
+        keep = survivors
