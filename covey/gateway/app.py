@@ -23,7 +23,6 @@ from covey.chain import Chain
 from covey.chain.deploy import Deployment
 from covey.errors import ConfigError
 from covey.gateway.backend import Backend, LocalBackend
-from covey.gateway.fast_verify import CachedBalanceFacilitator
 from covey.gateway.metrics import GatewayMetrics, MeteredSettlement
 from covey.gateway.models import ModelCatalog, find_arena, find_contract
 from covey.gateway.openai_api import create_openai_router, install_error_handlers
@@ -76,11 +75,12 @@ class _Payments:
 def _build_payments(options: PaymentOptions, metrics: GatewayMetrics, on_settled: Callable[..., None]) -> _Payments:
     if options.mode not in SETTLEMENT_MODES:
         raise ValueError(f"unknown settlement mode {options.mode!r}: expected 'strict' or 'batched'")
-    # Batched settlement settles later anyway: verify without a chain read per payment (see fast_verify).
-    facilitator = (
-        CachedBalanceFacilitator(options.chain, options.facilitator_account, batcher=options.batcher)
-        if options.mode == "batched"
-        else ExactEvmFacilitator(options.chain, options.facilitator_account, batcher=options.batcher)
+    # Batched settlement settles later anyway: verify off chain, balances from a ledger (see the facilitator).
+    facilitator = ExactEvmFacilitator(
+        options.chain,
+        options.facilitator_account,
+        batcher=options.batcher,
+        verification="ledger" if options.mode == "batched" else "onchain",
     )
     local = LocalFacilitatorClient(facilitator)
     remote = HttpFacilitatorClient(options.facilitator_url) if options.facilitator_url else None

@@ -8,6 +8,8 @@ import pytest
 from web3.logs import DISCARD
 
 from covey.gateway import ExactEvmClient, ExactEvmFacilitator, ExactEvmServer, Reason, deploy_batcher
+from covey.gateway.x402.mechanisms.evm.eip3009 import Authorization, split_signature
+from covey.gateway.x402.mechanisms.evm.exact.onchain import batch_settle_calldata
 from covey.gateway.x402.types import PaymentPayload, PaymentRequirements
 
 from .conftest import Money
@@ -74,3 +76,14 @@ def test_gas_per_payment_strict_vs_batched(money: Money, capsys: pytest.CaptureF
         print("\ngas per payment: " + ", ".join(f"{k}: {v:,.0f}" for k, v in per_payment.items()))
     assert per_payment["batched n=10"] < per_payment["strict"]
     assert per_payment["batched n=50"] <= per_payment["batched n=10"]
+
+
+def test_the_hand_encoded_batch_is_the_abi_encoding_web3_would_send(money: Money) -> None:
+    items, _payers = payments(money, 3)
+    signed = [(Authorization.from_wire(p.payload["authorization"]), str(p.payload["signature"])) for p, _req in items]
+    batcher = money.chain.contract("PaymentBatcher", deploy_batcher(money.chain, money.deployer))
+    rows = [(a.payer, a.payee, a.value, a.valid_after, a.valid_before, a.nonce, *split_signature(s)) for a, s in signed]
+
+    expected = batcher.encode_abi("settle", [money.usd.address, rows])
+
+    assert "0x" + batch_settle_calldata(money.usd.address, signed).hex() == expected

@@ -44,7 +44,10 @@ def create_demo_app(
     flush_interval_s: float = 1.0,
 ) -> FastAPI:
     """The demo API with its paywall, facilitator (in process, or remote at `facilitator_url`) and settlement."""
-    facilitator = ExactEvmFacilitator(chain, facilitator_account, batcher=batcher)
+    # Batched settlement settles later anyway: verify off chain, balances from a ledger (see the facilitator).
+    facilitator = ExactEvmFacilitator(
+        chain, facilitator_account, batcher=batcher, verification="ledger" if mode == "batched" else "onchain"
+    )
     local = LocalFacilitatorClient(facilitator)
     client: FacilitatorClient = HttpFacilitatorClient(facilitator_url) if facilitator_url else local
     settlement: Settlement

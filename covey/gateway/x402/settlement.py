@@ -18,7 +18,7 @@ from typing import Any
 
 from covey.gateway.x402.interfaces import BatchSettler, FacilitatorClient, VerifiedPayment
 from covey.gateway.x402.journal import JournalEntry, PaymentJournal
-from covey.gateway.x402.types import PaymentPayload, PaymentRequirements, SettleResponse
+from covey.gateway.x402.types import PaymentPayload, PaymentRequirements, SettleResponse, VerifyResponse
 
 log = logging.getLogger(__name__)
 
@@ -137,9 +137,8 @@ class BatchedSettlement:
         """Hold and journal the payment (fsync) so it survives a crash; the chain sees it in a later batch."""
         if self._journal is None:
             raise RuntimeError("BatchedSettlement.start() was not awaited")
-        verdict = await self._run(
-            self.settler.reserve, payment.payload, payment.requirements, min_validity_s=self.min_validity_s
-        )
+        # One trip to a worker thread: the hold is quick, the journal's fsync is shared with concurrent payments.
+        verdict = await self._run(self._accept, payment)
         network = payment.requirements.network
         if not verdict.is_valid:
             return SettleResponse(
@@ -150,10 +149,18 @@ class BatchedSettlement:
                 transaction="",
                 network=network,
             )
+        return SettleResponse(
+            success=True, payer=payment.payer, transaction="", network=network, amount=payment.requirements.amount
+        )
+
+    def _accept(self, payment: VerifiedPayment) -> VerifyResponse:
+        """Hold, journal and queue the payment (blocking); the facilitator's verdict if it cannot be held."""
+        assert self._journal is not None
+        verdict = self.settler.reserve(payment.payload, payment.requirements, min_validity_s=self.min_validity_s)
+        if not verdict.is_valid:
+            return verdict
         try:
-            await self._run(
-                self._journal.append_accepted, payment.key, payment.payload.to_wire(), payment.requirements.to_wire()
-            )
+            self._journal.append_accepted(payment.key, payment.payload.to_wire(), payment.requirements.to_wire())
         except BaseException:
             self.settler.release(payment.payload)
             raise
@@ -161,9 +168,7 @@ class BatchedSettlement:
             self._queue[payment.key] = (payment.payload, payment.requirements)
             if len(self._queue) >= self.batch_size:
                 self._cond.notify_all()
-        return SettleResponse(
-            success=True, payer=payment.payer, transaction="", network=network, amount=payment.requirements.amount
-        )
+        return verdict
 
     async def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         loop = asyncio.get_running_loop()

@@ -1,4 +1,14 @@
-"""The `exact` scheme's facilitator on an EVM chain: verify EIP-3009 payments and settle each exactly once."""
+"""The `exact` scheme's facilitator on an EVM chain: verify EIP-3009 payments and settle each exactly once.
+
+Two ways to verify. `verification="onchain"` (the default, for strict settlement and the HTTP facilitator)
+runs the transfer as an `eth_call` for every payment: the token itself has the last word. `"ledger"` (for
+batched settlement, which settles later anyway) reads no chain state per payment: signature, amount, asset,
+network, payee and validity window as always; the nonce against the payments this facilitator has seen
+(held, settling, settled); the balance from a `BalanceLedger`, read at most once per `balance_ttl_s`, less
+the payments held for a batch. What it gives up: a nonce the payer spent elsewhere, and funds moved away
+within the ledger's lifetime, are caught only by the batch (which skips the transfer): the risk window
+batched settlement already accepts between answering and settling, a little longer.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +18,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Literal
 
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
@@ -23,7 +33,8 @@ from covey.gateway.x402.mechanisms.evm.eip3009 import (
     Authorization,
     TokenDomain,
     read_domain,
-    recover_signer,
+    recover_digest_signer,
+    signing_digest,
     split_signature,
     token_contract,
 )
@@ -34,6 +45,7 @@ from covey.gateway.x402.mechanisms.evm.exact.onchain import (
     transfer_call,
     tx_hash,
 )
+from covey.gateway.x402.mechanisms.evm.ledger import DEFAULT_BALANCE_TTL_S, BalanceLedger
 from covey.gateway.x402.types import (
     X402_VERSION,
     PaymentPayload,
@@ -54,6 +66,9 @@ RESULT_CACHE_SIZE = 10_000
 # How far back to search for an earlier settlement of an authorisation (after a restart, or another process's).
 DEFAULT_LOOKBACK_BLOCKS = 50_000
 CHAIN_CLOCK_TTL_S = 1.0
+# Signers recovered by `verify`, so `reserve` of the same payment (a moment later) need not recover again.
+RECOVERED_CACHE_SIZE = 4096
+Verification = Literal["onchain", "ledger"]
 
 
 @dataclass(frozen=True)
@@ -97,7 +112,8 @@ class ExactEvmFacilitator:
         *,
         batcher: str | None = None,
         validity_margin_s: int = DEFAULT_VALIDITY_MARGIN_S,
-        simulate: bool = True,
+        verification: Verification = "onchain",
+        balance_ttl_s: float = DEFAULT_BALANCE_TTL_S,
         lookback_blocks: int = DEFAULT_LOOKBACK_BLOCKS,
     ) -> None:
         self.chain = chain
@@ -108,7 +124,10 @@ class ExactEvmFacilitator:
             # A call to an empty address "succeeds": every batch would look settled and be lost.
             raise ChainError(f"no PaymentBatcher contract at {self.batcher} on chain {chain.chain_id}")
         self.validity_margin_s = validity_margin_s
-        self.simulate = simulate
+        if verification not in ("onchain", "ledger"):
+            raise ValueError(f"unknown verification {verification!r}: expected 'onchain' or 'ledger'")
+        self.verification = verification
+        self.ledger = BalanceLedger(self._read_balance, ttl_s=balance_ttl_s) if verification == "ledger" else None
         self.lookback_blocks = lookback_blocks
         self._domains: dict[str, TokenDomain] = {}
         self._tokens: dict[str, Contract] = {}
@@ -117,6 +136,8 @@ class ExactEvmFacilitator:
         self._held: dict[str, tuple[str, int]] = {}  # key -> (payer, amount): accepted, waiting for a batch
         self._results: OrderedDict[str, SettleResponse] = OrderedDict()
         self._chain_clock: tuple[float, int] = (0.0, 0)
+        self._recovered: OrderedDict[tuple[bytes, str], str] = OrderedDict()
+        self._recovered_lock = threading.Lock()
 
     # -- the facilitator API --------------------------------------------------------------------------
 
@@ -138,8 +159,8 @@ class ExactEvmFacilitator:
                         Reason.NONCE_ALREADY_USED, "this authorisation is settled or in flight", payment.auth.payer
                     )
                 owed = self._owed_by(payment.auth.payer, exclude=payment.key)
-            if not self.simulate:
-                self._check_nonce_and_funds(payment, owed=owed)
+            if self.ledger is not None:
+                self._check_funds(payment, owed=owed)
             else:
                 # One call answers for the nonce, the balance and the token's own checks; the explicit reads
                 # run only to name the reason of a failure, or when held payments must be added up.
@@ -188,21 +209,24 @@ class ExactEvmFacilitator:
         """Hold a verified payment for a later batch: nonce in flight, amount counted against the balance."""
         try:
             payment = self._check(payload, requirements, margin_s=min_validity_s)
-            balance = self._balance(payment)
-            with self._cond:
-                # Re-check under the lock: two requests of one payer may race between verify and reserve.
-                if self._in_flight(payment.key):
-                    raise _Invalid(
-                        Reason.NONCE_ALREADY_USED, "this authorisation is already accepted", payment.auth.payer
-                    )
-                owed = self._owed_by(payment.auth.payer, exclude=payment.key)
-                if balance < owed + payment.auth.value:
+            for fresh in (False, True):  # a cached balance that looks too small is read again before refusing
+                balance = self._balance(payment, fresh=fresh)
+                with self._cond:
+                    # Re-check under the lock: two requests of one payer may race between verify and reserve.
+                    if self._in_flight(payment.key):
+                        raise _Invalid(
+                            Reason.NONCE_ALREADY_USED, "this authorisation is already accepted", payment.auth.payer
+                        )
+                    owed = self._owed_by(payment.auth.payer, exclude=payment.key)
+                    if balance >= owed + payment.auth.value:
+                        self._held[payment.key] = (payment.auth.payer.lower(), payment.auth.value)
+                        break
+                if fresh or self.ledger is None:
                     raise _Invalid(
                         Reason.INSUFFICIENT_FUNDS,
                         f"balance {balance} cannot cover {payment.auth.value} on top of {owed} accepted",
                         payment.auth.payer,
                     )
-                self._held[payment.key] = (payment.auth.payer.lower(), payment.auth.value)
         except _Invalid as invalid:
             return VerifyResponse(
                 is_valid=False, invalid_reason=invalid.reason, invalid_message=str(invalid), payer=invalid.payer
@@ -298,7 +322,7 @@ class ExactEvmFacilitator:
 
         domain = self._domain(requirements.asset, payer)
         try:
-            signer = recover_signer(domain.separator, auth, payment.signature)
+            signer = self._recover(signing_digest(domain.separator, auth), payment.signature)
         except ValueError as exc:
             raise _Invalid(Reason.INVALID_SIGNATURE, str(exc), payer) from exc
         if signer != payer:
@@ -317,10 +341,24 @@ class ExactEvmFacilitator:
             raise _Invalid(Reason.NONCE_ALREADY_USED, "the token has already used this nonce", auth.payer)
         self._check_funds(payment, owed=owed)
 
+    def _recover(self, digest: bytes, signature: str) -> str:
+        """The signer of `digest`, remembered for a while: batched settlement checks each payment twice."""
+        with self._recovered_lock:
+            signer = self._recovered.get((digest, signature))
+        if signer is None:
+            signer = recover_digest_signer(digest, signature)
+            with self._recovered_lock:
+                self._recovered[(digest, signature)] = signer
+                if len(self._recovered) > RECOVERED_CACHE_SIZE:
+                    self._recovered.popitem(last=False)
+        return signer
+
     def _check_funds(self, payment: _Payment, *, owed: int) -> None:
         """The payer's balance covers this payment plus `owed` in flight."""
         auth = payment.auth
         balance = self._balance(payment)
+        if balance < owed + auth.value and self.ledger is not None:
+            balance = self._balance(payment, fresh=True)
         if balance < owed + auth.value:
             raise _Invalid(
                 Reason.INSUFFICIENT_FUNDS,
@@ -328,8 +366,14 @@ class ExactEvmFacilitator:
                 auth.payer,
             )
 
-    def _balance(self, payment: _Payment) -> int:
-        return int(self._token(payment.token).functions.balanceOf(payment.auth.payer).call())
+    def _balance(self, payment: _Payment, *, fresh: bool = False) -> int:
+        """The payer's balance: from the ledger when verifying off chain (unless `fresh`), else the chain's."""
+        if self.ledger is not None:
+            return self.ledger.balance(payment.token, payment.auth.payer, fresh=fresh)
+        return self._read_balance(payment.token, payment.auth.payer)
+
+    def _read_balance(self, token: str, payer: str) -> int:
+        return int(self._token(token).functions.balanceOf(payer).call())
 
     def _check_accepted(self, accepted: PaymentRequirements, required: PaymentRequirements, payer: str) -> None:
         """The client echoes the requirements it paid for; they must be ours, field for field, as sent."""
@@ -396,14 +440,17 @@ class ExactEvmFacilitator:
             return self._failed(requirements, invalid.reason, str(invalid), invalid.payer)
         # No reads first: the transaction's gas estimate runs the token's checks, and a used nonce is then
         # looked up on chain, so a repeated settle answers with the transfer that already happened.
+        sent_at = time.monotonic()
         try:
             receipt = self.chain.transact(self._transfer_fn(payment), self.signer)
         except ChainError as exc:
+            self._balance_moved(payment, None)
             earlier = self._earlier_settlement(payment, requirements)
             if earlier is not None:  # another process settled it between our check and our transaction
                 return self._remember(payment.key, earlier)
             reason = reason_from_revert(exc.reason) if exc.reason else Reason.INVALID_TRANSACTION_STATE
             return self._failed(requirements, reason, str(exc), payment.auth.payer)
+        self._balance_moved(payment, sent_at)
         return self._remember(payment.key, self._succeeded(requirements, payment, tx_hash(receipt)))
 
     def _settle_through_batcher(
@@ -418,6 +465,7 @@ class ExactEvmFacilitator:
             by_token.setdefault(Web3.to_checksum_address(items[index][1].asset), []).append((index, payment))
         assert self.batcher is not None
         for token, group in by_token.items():
+            sent_at = time.monotonic()
             try:
                 tx, settled = settle_through_batcher(
                     self.chain, self.batcher, self.signer, token, [(p.auth, p.signature) for _i, p in group]
@@ -428,8 +476,10 @@ class ExactEvmFacilitator:
             for index, payment in group:
                 requirements = items[index][1]
                 if payment.key in settled:
+                    self._balance_moved(payment, sent_at)
                     results[index] = self._remember(payment.key, self._succeeded(requirements, payment, tx))
                 else:
+                    self._balance_moved(payment, None)
                     results[index] = self._diagnose_skipped(items[index][0], requirements, payment)
 
     def _diagnose_skipped(
@@ -458,6 +508,15 @@ class ExactEvmFacilitator:
         return None if tx is None else self._succeeded(requirements, payment, tx)
 
     # -- bookkeeping -----------------------------------------------------------------------------------
+
+    def _balance_moved(self, payment: _Payment, sent_at: float | None) -> None:
+        """Tell the ledger the payment's transfer was mined (sent at `sent_at`), or failed (`None`)."""
+        if self.ledger is None:
+            return
+        if sent_at is None:
+            self.ledger.forget(payment.token, payment.auth.payer)
+        else:
+            self.ledger.settled(payment.token, payment.auth.payer, payment.auth.value, sent_at=sent_at)
 
     def _claim(self, keyed: list[tuple[str, PaymentPayload]]) -> set[str]:
         """Mark keys as settling; wait for other settles of the same keys; skip keys already settled."""
