@@ -114,7 +114,7 @@ def create_gateway_app(
 ) -> FastAPI:
     """The gateway app. It owns `backend` (started and closed with the app) and the settlement's lifetime.
 
-    `on_host_earned(host, amount_atomic)` hears of every settled payment for a request a host served.
+    `on_host_earned(host, amount_atomic, payment_key)` hears of each settled payment for a request a host served.
     `extra_lifespan` is an async context manager factory run inside the app's lifespan (payouts, heartbeats).
     """
     metrics = metrics or GatewayMetrics()
@@ -286,7 +286,9 @@ def build_gateway(
             health_interval_s=config.health_interval_s,
             refresh_interval_s=config.host_refresh_interval_s,
         )
-        payouts = HostPayouts(registry, account, metrics, interval_s=config.payout_interval_s)
+        # Credits owed to hosts survive a restart: the next run pays what this one owed.
+        payouts_path = data_dir / "gateway" / f"payouts-{chain.chain_id}-{registry.address.lower()}.sqlite"
+        payouts = HostPayouts(registry, account, metrics, interval_s=config.payout_interval_s, state_path=payouts_path)
         reference = LocalBackend(catalog, price_per_1k_atomic=0, workers=1)
         checker = SpotChecker(
             router, reference, registry, account, metrics, rate=config.spot_check_rate, on_mismatch=payouts.withhold

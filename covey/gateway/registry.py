@@ -139,7 +139,9 @@ class HostRegistryClient:
         events = self.contract.events.MismatchReported().process_receipt(receipt, errors=DISCARD)
         return int(events[0]["args"]["slashed"]) if events else 0
 
-    def events(self, name: str, from_block: int = 0) -> list[dict[str, Any]]:
-        """Decoded events `name` (e.g. "HostPaid") since `from_block`."""
+    def events(self, name: str, from_block: int = 0, *, with_tx: bool = False) -> list[dict[str, Any]]:
+        """Decoded events `name` (e.g. "HostPaid") since `from_block`; `with_tx` adds each one's `transaction`."""
         logs = getattr(self.contract.events, name)().get_logs(from_block=from_block)
-        return [dict(log["args"]) for log in logs]
+        if not with_tx:
+            return [dict(log["args"]) for log in logs]
+        return [{**log["args"], "transaction": "0x" + bytes(log["transactionHash"]).hex()} for log in logs]

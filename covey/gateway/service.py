@@ -36,7 +36,8 @@ ATTRIBUTION_LIMIT = 10_000
 
 Handler = Callable[[VerifiedPayment | None], Awaitable[Response]]
 SubsidySource = Callable[[], int]
-HostEarned = Callable[[str, int], None]
+HostEarned = Callable[[str, int, str], None]
+"""`(host, amount_atomic, payment_key)`: a host earned a settled payment."""
 
 
 class GatewayService:
@@ -135,4 +136,4 @@ class GatewayService:
         """A payment settled: the host that served its request has earned it (`MeteredSettlement` calls this)."""
         host, amount = self._served_by.pop(payment.key, (None, 0))
         if host is not None and self.on_host_earned is not None:
-            self.on_host_earned(host, amount)
+            self.on_host_earned(host, amount, payment.key)

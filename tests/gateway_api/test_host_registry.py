@@ -4,11 +4,13 @@ Treasury's subsidy, and a host's signed wrong answer gets it slashed and removed
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 from eth_account import Account
 
 from covey.errors import ChainError
+from covey.gateway.payouts import HostPayouts
 from covey.gateway.pricing import subsidy_for
 from covey.gateway.registry import HostRegistryClient
 from covey.gateway.signing import output_hash, sign_answer
@@ -103,3 +105,35 @@ def test_the_deployment_wired_the_registry_into_the_economy(world: World) -> Non
     assert chain_registry.functions.get("HostRegistry").call() == world.registry.address
     assert world.registry.functions.isGateway(world.gateway_account.address).call()
     assert world.registry.functions.owner().call() == world.owner.address
+
+
+def test_what_hosts_are_owed_survives_a_gateway_crash_and_is_paid_exactly_once(world: World, tmp_path: Path) -> None:
+    client = registry(world)
+    state = tmp_path / "payouts.sqlite"
+    world.chain.transact(world.usd.functions.faucet(world.registry.address, 10_000), world.owner)
+    mined, unsent, early, late = (Account.create().address for _ in range(4))
+
+    crashed = HostPayouts(client, world.gateway_account, state_path=state)
+    # A payout whose transaction was mined just before the crash, with no time to record it.
+    crashed.credit(mined, 700, "0xa:1")
+    in_flight = crashed.store.claim(10_000, world.chain.block_number())
+    assert in_flight is not None and in_flight.amounts == {mined: 700}
+    client.pay_hosts(world.gateway_account, in_flight.amounts)
+    # A payout recorded as sending that never reached the chain.
+    crashed.credit(unsent, 300, "0xb:1")
+    assert crashed.store.claim(10_000, world.chain.block_number()) is not None
+    # Credits not yet paid out: one payment credited twice counts once.
+    crashed.credit(early, 1_000, "0xc:1")
+    crashed.credit(early, 1_000, "0xc:1")
+    crashed.credit(late, 500, "0xd:1")
+    crashed.store.close()  # killed: no final payout
+
+    restarted = HostPayouts(client, world.gateway_account, state_path=state)
+    assert restarted.owed() == {early: 1_000, late: 500}  # the in-flight payouts are not owed until reconciled
+    restarted.flush()
+    assert restarted.flush() == [] and restarted.owed() == {}
+
+    subsidy_bps = client.subsidy_bps()
+    for host, earned in ((mined, 700), (unsent, 300), (early, 1_000), (late, 500)):
+        assert world.usd_balance(host) == earned + subsidy_for(earned, subsidy_bps), host
+    restarted.store.close()
