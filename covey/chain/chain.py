@@ -138,23 +138,24 @@ _cached_checksum_check = functools.lru_cache(maxsize=1024)(is_checksum_address)
 _curve_key = functools.lru_cache(maxsize=64)(CurveKey)  # deriving the public key costs as much as signing
 
 
-def _rlp_length(length: int, offset: int) -> bytes:
+def rlp_length_prefix(length: int, offset: int) -> bytes:
+    """The RLP prefix of a string (`offset` 0x80) or list (0xC0) payload of `length` bytes."""
     if length < 56:
         return bytes([offset + length])
     encoded = length.to_bytes((length.bit_length() + 7) // 8, "big")
     return bytes([offset + 55 + len(encoded)]) + encoded
 
 
-def _rlp(item: int | bytes | list[Any]) -> bytes:
+def rlp_encode(item: int | bytes | list[Any]) -> bytes:
     """RLP of non-negative ints, bytes and lists of them (pyrlp infers sedes per item, 10x slower)."""
     if isinstance(item, list):
-        payload = b"".join(_rlp(element) for element in item)
-        return _rlp_length(len(payload), 0xC0) + payload
+        payload = b"".join(rlp_encode(element) for element in item)
+        return rlp_length_prefix(len(payload), 0xC0) + payload
     if isinstance(item, int):
         item = item.to_bytes((item.bit_length() + 7) // 8, "big")
     if len(item) == 1 and item[0] < 0x80:
         return item
-    return _rlp_length(len(item), 0x80) + item
+    return rlp_length_prefix(len(item), 0x80) + item
 
 
 def _sign_dynamic_fee(private_key: bytes, tx: Any) -> SignedTransaction | None:
@@ -189,9 +190,9 @@ def _sign_dynamic_fee(private_key: bytes, tx: Any) -> SignedTransaction | None:
         bytes(data),
         [],
     ]
-    signature = _curve_key(private_key).sign_recoverable(keccak(b"\x02" + _rlp(fields)), hasher=None)
+    signature = _curve_key(private_key).sign_recoverable(keccak(b"\x02" + rlp_encode(fields)), hasher=None)
     r, s, y_parity = int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:64], "big"), signature[64]
-    raw = b"\x02" + _rlp([*fields, y_parity, r, s])
+    raw = b"\x02" + rlp_encode([*fields, y_parity, r, s])
     return SignedTransaction(HexBytes(raw), HexBytes(keccak(raw)), r, s, y_parity)
 
 

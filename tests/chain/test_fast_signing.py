@@ -64,3 +64,24 @@ def test_other_shapes_go_to_eth_account() -> None:
     for signer in (account, plain):
         with pytest.raises(TypeError, match="invalid fields"):
             signer.sign_transaction({**with_access_list, "to": plain.address.lower()})
+
+
+def test_fast_sender_recovery_matches_py_evm() -> None:
+    """The engine recovers type-2 senders from the raw bytes; py-evm, re-encoding, finds the same."""
+    from covey.chain._embedded.engine import decode_transaction, recover_dynamic_fee_sender
+
+    accounts = dev_accounts(3)
+    rnd = random.Random(11)
+    for _ in range(100):
+        account = accounts[rnd.randrange(3)]
+        tx = random_transaction(rnd, accounts[0].address)
+        if rnd.random() < 0.3:
+            tx["accessList"] = [{"address": accounts[1].address, "storageKeys": ["0x" + "11" * 32]}]
+        raw = bytes(account.sign_transaction(tx).raw_transaction)
+        recovered = recover_dynamic_fee_sender(raw, decode_transaction(raw))
+        assert recovered == decode_transaction(raw).sender == bytes.fromhex(account.address[2:])
+    legacy = accounts[0].sign_transaction(
+        {"chainId": 31337, "nonce": 0, "gasPrice": 1, "gas": 21_000, "to": accounts[1].address}
+    )
+    raw = bytes(legacy.raw_transaction)
+    assert recover_dynamic_fee_sender(raw, decode_transaction(raw)) is None  # py-evm's path for other types

@@ -17,6 +17,7 @@ from functools import cache
 from typing import Any, cast
 
 import rlp
+from coincurve import PublicKey
 from eth._utils.address import generate_contract_address
 from eth.abc import ComputationAPI, SignedTransactionAPI
 from eth.constants import BLANK_ROOT_HASH, CREATE_CONTRACT_ADDRESS, ZERO_ADDRESS
@@ -33,6 +34,7 @@ from eth_typing import Address, BlockNumber, Hash32
 from eth_utils import ValidationError as EthValidationError
 from eth_utils import keccak
 
+from covey.chain.chain import rlp_encode, rlp_length_prefix
 from covey.errors import ChainError
 
 CHAIN_ID = 31337
@@ -53,8 +55,9 @@ _TX_BASE_GAS = 21_000
 _BLOB_TX_TYPE = 3
 
 VM_CLASS = PragueVM
-_STATE_CLASS = PragueVM.get_state_class()
 _TX_BUILDER = PragueVM.get_transaction_builder()
+_DYNAMIC_FEE_TX_TYPE = 2
+_MAX_JUMP_ANALYSES = 4096
 
 _ERROR_SELECTOR = bytes.fromhex("08c379a0")  # Error(string)
 _PANIC_SELECTOR = bytes.fromhex("4e487b71")  # Panic(uint256)
@@ -175,12 +178,38 @@ class CallRequest:
     data: bytes = b""
 
 
+# py-evm checks each JUMP target by scanning the code behind it for PUSH data, per message, so
+# a contract's checks are redone on every call. Which positions are valid depends only on the
+# code, so the memo sets are shared by every run of the same code (a set add is atomic).
+_jump_analyses: dict[bytes, tuple[set[int], set[int]]] = {}
+_PRAGUE_STATE = PragueVM.get_state_class()
+
+
+class _Computation(_PRAGUE_STATE.computation_class):  # type: ignore[name-defined,misc]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        code = self.msg.code
+        analysis = _jump_analyses.get(code)
+        if analysis is None:
+            if len(_jump_analyses) >= _MAX_JUMP_ANALYSES:
+                _jump_analyses.clear()
+            analysis = _jump_analyses[code] = (set(), set())
+        self.code.valid_positions, self.code.invalid_positions = analysis
+
+
+class _State(_PRAGUE_STATE):  # type: ignore[valid-type,misc]
+    computation_class = _Computation
+
+
+_STATE_CLASS = _State
+
+
 def block_hash(
     parent_hash: bytes, number: int, timestamp: int, prevrandao: bytes, gas_used: int, tx_hashes: Sequence[bytes]
 ) -> bytes:
     """The virtual block's hash: keccak of the fields that define it (deterministic on replay)."""
     fields = [parent_hash, number, timestamp, prevrandao, gas_used, BASE_FEE_WEI, list(tx_hashes)]
-    return keccak(rlp.encode(fields))
+    return keccak(rlp_encode(fields))
 
 
 def prevrandao_for(parent_hash: bytes, number: int) -> bytes:
@@ -194,6 +223,48 @@ def decode_transaction(raw: bytes) -> SignedTransactionAPI:
         return _TX_BUILDER.decode(raw)
     except (rlp.exceptions.RLPException, EthValidationError, ValueError, TypeError, IndexError) as exc:
         raise TransactionRejected(f"invalid raw transaction: {exc}") from exc
+
+
+def _rlp_item_end(data: bytes, position: int) -> int:
+    """Where the RLP item starting at `position` ends."""
+    prefix = data[position]
+    if prefix < 0x80:
+        return position + 1
+    if prefix <= 0xB7:
+        return position + 1 + prefix - 0x80
+    if prefix <= 0xBF:
+        size_bytes = prefix - 0xB7
+        return position + 1 + size_bytes + int.from_bytes(data[position + 1 : position + 1 + size_bytes], "big")
+    if prefix <= 0xF7:
+        return position + 1 + prefix - 0xC0
+    size_bytes = prefix - 0xF7
+    return position + 1 + size_bytes + int.from_bytes(data[position + 1 : position + 1 + size_bytes], "big")
+
+
+def _list_payload_start(data: bytes, position: int) -> int:
+    prefix = data[position]
+    return position + 1 if prefix <= 0xF7 else position + 1 + prefix - 0xF7
+
+
+def recover_dynamic_fee_sender(raw: bytes, tx: SignedTransactionAPI) -> bytes | None:
+    """The sender of a decoded type-2 transaction, recovered straight from its raw bytes.
+
+    py-evm rebuilds and RLP-encodes the unsigned transaction through its sedes to get the
+    signed message; the message is the first nine fields of `raw` under a new list prefix.
+    Returns None when it cannot (py-evm's recovery then says why).
+    """
+    if raw[:1] != b"\x02" or tx.type_id != _DYNAMIC_FEE_TX_TYPE:
+        return None
+    try:
+        start = position = _list_payload_start(raw, 1)
+        for _ in range(9):
+            position = _rlp_item_end(raw, position)
+        message = b"\x02" + rlp_length_prefix(position - start, 0xC0) + raw[start:position]
+        signature = tx.r.to_bytes(32, "big") + tx.s.to_bytes(32, "big") + bytes([tx.y_parity])
+        public_key = PublicKey.from_signature_and_message(signature, keccak(message), hasher=None)
+    except (ValueError, OverflowError, IndexError):
+        return None
+    return keccak(public_key.format(compressed=False)[1:])[-20:]
 
 
 def calldata_floor_gas(data: bytes) -> int:
@@ -309,6 +380,10 @@ class Engine:
             )
         try:
             tx.validate()
+            fast_sender = recover_dynamic_fee_sender(raw, tx)
+            if fast_sender is not None:
+                # `sender` is a cached_property: seed it so that py-evm never recovers it again.
+                tx.__dict__["sender"] = Address(fast_sender)
             sender = tx.sender
         except (EthValidationError, ValueError) as exc:
             raise TransactionRejected(f"invalid transaction: {exc}") from exc
