@@ -14,9 +14,10 @@ The metric check suits IID data only. On non-IID data (Dirichlet 0.1) an honest 
 other classes lowers a voter's own accuracy, while a free-rider's zero update never does: measured
 on digits with 10 clients, 5-voter committees using `accept_mask` accepted the three free-riders
 every round but only 1.3 of the 7 honest updates per round on average, and the model ended 51
-points below FedAvg over the honest clients (55 under IPM). `trust_votes` votes what `covey_trust` keeps instead, so a vote never depends on how
-alike the voter's data and the proposer's are, and an honest proposer whose update the rule
-averages is never voted down (nor slashed) for somebody else's poison.
+points below FedAvg over the honest clients (55 under IPM). `trust_votes` votes what
+`covey_trust` keeps instead, so a vote never depends on how alike the voter's data and the
+proposer's are, and an honest proposer whose update the rule averages is never voted down (nor
+slashed) for somebody else's poison.
 """
 
 from __future__ import annotations
