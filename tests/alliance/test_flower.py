@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from covey.alliance.flower import FlowerDeployment, FlowerError, flower_bin_dir
+from covey.alliance.flower import FlowerDeployment, FlowerError, deployment, flower_bin_dir
 from covey.alliance.runner import RunConfig
 
 pytestmark = pytest.mark.e2e
@@ -48,3 +48,15 @@ def test_a_flower_run_with_a_sign_flipper_still_learns_and_cleans_up(flower_inst
             os.killpg(pid, 0)
     with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
         pass
+
+
+def test_a_failed_run_raises_although_flwr_run_exits_0(
+    flower_installed: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A ServerApp reference that loads but is not a ServerApp: `flwr run` submits it and exits 0, the run fails.
+    monkeypatch.setitem(deployment.APP_COMPONENTS, "serverapp", "covey.alliance.flower.apps:client_app")
+    config = RunConfig(dataset="digits", behaviours=("honest",), rounds=1, proposers=1, voters=0)
+    with FlowerDeployment(supernodes=1, workdir=tmp_path) as flower, pytest.raises(FlowerError) as failed:
+        flower.run(config, timeout_s=300)
+    assert "finished:failed" in str(failed.value)
+    assert "is not of type" in str(failed.value)  # the ServerApp's own error, from the run's log

@@ -195,14 +195,26 @@ class FlowerDeployment:
             status = self.status(run_id)
         wall_s = time.perf_counter() - started
         if status != COMPLETED:
-            raise FlowerError(f"Flower run {run_id} ended {status}; logs in {self.workdir}\n{self._log_tail()}")
+            raise self._failure(run_id, status)
         details = json.loads(report_path.read_text())
         return FlowerRunReport(run_id, status, details["accuracies"], details["round_s"], wall_s, details)
 
     def status(self, run_id: int) -> str:
         """The run's status as `flwr ls` shows it: `pending`, `running`, `finished:completed`, `finished:failed`..."""
-        runs = _json_line(self._cli(["ls", "--run-id", str(run_id), "--format", "json"]))["runs"]
-        return str(runs[0]["status"])
+        return str(self._run_row(run_id)["status"])
+
+    def _run_row(self, run_id: int) -> dict[str, Any]:
+        row: dict[str, Any] = _json_line(self._cli(["ls", "--run-id", str(run_id), "--format", "json"]))["runs"][0]
+        return row
+
+    def _failure(self, run_id: int, status: str) -> FlowerError:
+        """A `FlowerError` with the run's status details and the end of the ServerApp's log."""
+        details = self._run_row(run_id).get("status-details", "")
+        try:
+            log = self._cli(["log", str(run_id), "--show"]).splitlines()[-30:]
+        except (FlowerError, subprocess.TimeoutExpired):
+            log = []
+        return FlowerError(f"Flower run {run_id} ended {status}: {details}\n" + "\n".join(log))
 
     # -- internals ------------------------------------------------------------------------------------
 
@@ -255,10 +267,6 @@ class FlowerDeployment:
         if done.returncode != 0:
             raise FlowerError(f"`flwr {' '.join(args)}` exited with {done.returncode}: {done.stderr or done.stdout}")
         return done.stdout
-
-    def _log_tail(self, lines: int = 40) -> str:
-        text = (self.workdir / "superlink.log").read_text(errors="replace").splitlines()
-        return "\n".join(text[-lines:])
 
 
 def _write_app(app_dir: Path, config: RunConfig, report_path: Path) -> None:
