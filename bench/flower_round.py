@@ -63,6 +63,9 @@ def flower_run(rounds: int = 3, clients: int = 5, *, config: RunConfig | None = 
         "voters": config.voters,
         "rule": config.rule,
         "flwr": _flwr_version(),
+        # Every message starts a fresh `flwr-clientapp`, which imports torch and the alliance participant
+        # (web3 and eth-account with it) before training: this much of each phase of a round.
+        "clientapp_import_s": round(_clientapp_import_s(), 3),
     }
 
 
@@ -72,11 +75,20 @@ def flower_round_s(rounds: int = 3, clients: int = 5, *, config: RunConfig | Non
 
 
 def _flwr_version() -> str:
-    python = flower_bin_dir() / "python"
+    return _flower_python("import flwr; print(flwr.__version__)") or "unknown"
+
+
+def _clientapp_import_s() -> float:
+    """Seconds the Flower environment's Python takes to import the ClientApp's module (caches warm)."""
+    code = "import time; t = time.perf_counter(); import covey.alliance.flower.apps; print(time.perf_counter() - t)"
+    return float(_flower_python(code))
+
+
+def _flower_python(code: str) -> str:
     done = subprocess.run(
-        [str(python), "-c", "import flwr; print(flwr.__version__)"], capture_output=True, text=True, timeout=60
+        [str(flower_bin_dir() / "python"), "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO
     )
-    return done.stdout.strip() or "unknown"
+    return done.stdout.strip()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -93,7 +105,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     for number, (seconds, accuracy) in enumerate(zip(run["flower_rounds"], run["accuracies"][1:], strict=True), 1):
         table.add_row(str(number), f"{seconds:.2f}", f"{accuracy:.3f}")
     console.print(table)
-    console.print(f"median {run['flower']:.2f} s per round; deployment start-up {run['startup_s']:.1f} s")
+    console.print(
+        f"median {run['flower']:.2f} s per round; deployment start-up {run['startup_s']:.1f} s; "
+        f"ClientApp import {run['clientapp_import_s']:.1f} s per message"
+    )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({"round_s": run}, indent=2) + "\n")
     console.print(f"wrote {RESULTS.relative_to(REPO)}")
