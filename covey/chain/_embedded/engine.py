@@ -33,6 +33,7 @@ from eth_account import Account
 from eth_typing import Address, BlockNumber, Hash32
 from eth_utils import ValidationError as EthValidationError
 from eth_utils import keccak
+from eth_utils.logging import get_extended_debug_logger
 
 from covey.chain.chain import rlp_encode, rlp_length_prefix
 from covey.errors import ChainError
@@ -197,8 +198,20 @@ class _Computation(_PRAGUE_STATE.computation_class):  # type: ignore[name-define
         self.code.valid_positions, self.code.invalid_positions = analysis
 
 
+class _AccountDB(_PRAGUE_STATE.account_db_class):  # type: ignore[name-defined,misc]
+    def _set_account(self, address: Address, account: Any) -> None:
+        # The same bytes as `rlp.encode(account, sedes=Account)`, without inferring sedes.
+        self._account_cache[address] = account
+        self._journaltrie[address] = rlp_encode(
+            [account.nonce, account.balance, account.storage_root, account.code_hash]
+        )
+
+
 class _State(_PRAGUE_STATE):  # type: ignore[valid-type,misc]
     computation_class = _Computation
+    account_db_class = _AccountDB
+    # py-evm looks its logger up by name on every use (several times per transaction).
+    logger = get_extended_debug_logger("eth.vm.state.PragueState")
 
 
 _STATE_CLASS = _State
