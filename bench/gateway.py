@@ -8,9 +8,12 @@ anvil node (BENCH_GATEWAY_CHAIN=anvil, the default when node_modules has it), st
 whose execution costs the gateway nothing; BENCH_GATEWAY_CHAIN=embedded puts the embedded chain inside the
 gateway's process instead, where every settled transfer's EVM execution competes with serving for the CPU.
 
-Payments are signed before a level starts (the `exact` scheme's payload, as the official client builds it),
-so the load generator's CPU goes to HTTP, not to signing. Writes bench/results/gateway.json.
-Knobs: BENCH_GATEWAY_REQUESTS_1 (default 60), BENCH_GATEWAY_REQUESTS_16 (default 320), BENCH_GATEWAY_CHAIN.
+The three gateways run side by side and each level is measured in rounds that take the modes in turn,
+each round starting once every gateway is idle (batched settlement has flushed its journal), so a shared
+machine's changing load falls on all modes alike. Payments are signed before a round starts (the `exact`
+scheme's payload, as the official client builds it), so the load generator's CPU goes to HTTP, not to
+signing. Writes bench/results/gateway.json. Knobs: BENCH_GATEWAY_REQUESTS_1 (default 60),
+BENCH_GATEWAY_REQUESTS_16 (default 320), BENCH_GATEWAY_ROUNDS (default 2), BENCH_GATEWAY_CHAIN.
 """
 
 from __future__ import annotations
@@ -53,7 +56,9 @@ REQUESTS = {
     1: int(os.environ.get("BENCH_GATEWAY_REQUESTS_1", "60")),
     16: int(os.environ.get("BENCH_GATEWAY_REQUESTS_16", "320")),
 }
+ROUNDS = int(os.environ.get("BENCH_GATEWAY_ROUNDS", "2"))
 WARMUP = 5
+MODES = ("free", "strict", "batched")
 LOCAL_PRICE_USD = "0.02"
 PAYERS = 16
 console = Console()
@@ -77,6 +82,16 @@ class Level:
     ok: int
     seconds: float
     latencies_s: list[float]
+
+    def merge(self, other: Level) -> Level:
+        """This level and `other` (another round at the same concurrency) as one."""
+        return Level(
+            self.clients,
+            self.requests + other.requests,
+            self.ok + other.ok,
+            self.seconds + other.seconds,
+            self.latencies_s + other.latencies_s,
+        )
 
     @property
     def rps(self) -> float:
@@ -237,28 +252,51 @@ async def load(url: str, body: bytes, headers: list[dict[str, str]], clients: in
     return Level(clients, len(headers), ok, seconds, latencies)
 
 
-def run_mode(setup: Setup, mode: str, pay_to: str, logs: Path) -> tuple[dict[int, Level], int]:
-    """Warm up, then load at 1 and 16 clients; return the levels and how many paid requests were served."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
+def wait_idle(url: str, timeout_s: float = 120.0) -> None:
+    """Wait until the gateway has no payment waiting for a batch (its settlement work would skew a round)."""
+    deadline = time.monotonic() + timeout_s
+    while httpx.get(f"{url}/health", timeout=30).json()["settlement"].get("pending", 0):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the gateway at {url} still has payments pending after {timeout_s:.0f}s")
+        time.sleep(0.1)
+
+
+def run_modes(setup: Setup, payees: dict[str, str], logs: Path) -> tuple[dict[str, dict[int, Level]], dict[str, int]]:
+    """Warm up every mode's gateway, then load each at 1 and 16 clients in rounds taking the modes in turn.
+
+    Returns each mode's levels (all rounds together) and how many paid requests each served.
+    """
     body = request_body(setup.model_id)
-    proc = start_gateway(setup, mode, pay_to, port, logs / f"gateway-{mode}.log")
-    levels: dict[int, Level] = {}
-    served = 0
+    urls: dict[str, str] = {}
+    procs = []
+    levels: dict[str, dict[int, Level]] = {mode: {} for mode in MODES}
+    served = {mode: 0 for mode in MODES}
     try:
-        for clients in (0, 1, 16):  # 0: warm-up (loads the model, opens connections)
-            count = WARMUP if clients == 0 else REQUESTS[clients]
+        for mode in MODES:
+            port = free_port()
+            procs.append(start_gateway(setup, mode, payees[mode], port, logs / f"gateway-{mode}.log"))
+            urls[mode] = f"http://127.0.0.1:{port}"
+
+        def headers(mode: str, count: int) -> list[dict[str, str]]:
             if mode == "free":
-                headers = [{"Content-Type": "application/json"}] * count
-            else:
-                headers = signed_headers(url, body, setup.payers, count)
-            level = asyncio.run(load(url, body, headers, max(clients, 1)))
-            served += level.ok if mode != "free" else 0
-            if clients:
-                levels[clients] = level
+                return [{"Content-Type": "application/json"}] * count
+            return signed_headers(urls[mode], body, setup.payers, count)
+
+        for mode in MODES:  # loads the model, opens connections
+            served[mode] += asyncio.run(load(urls[mode], body, headers(mode, WARMUP), 1)).ok
+        for clients in (1, 16):
+            per_round = max(1, REQUESTS[clients] // ROUNDS)
+            for _round in range(ROUNDS):
+                for mode in MODES:
+                    for url in urls.values():  # a batch flushing in another gateway would slow this round
+                        wait_idle(url)
+                    level = asyncio.run(load(urls[mode], body, headers(mode, per_round), clients))
+                    served[mode] += level.ok
+                    levels[mode][clients] = levels[mode][clients].merge(level) if clients in levels[mode] else level
     finally:
-        stop(proc)
-    return levels, served
+        for proc in procs:
+            stop(proc)
+    return levels, {mode: count for mode, count in served.items() if mode != "free"}
 
 
 def audit(setup: Setup, payees: dict[str, str], served: dict[str, int]) -> dict[str, Any]:
@@ -298,15 +336,10 @@ def main() -> None:
         anvil, rpc_url = start_anvil() if CHAIN == "anvil" else (None, None)
         try:
             setup = prepare(home, rpc_url)
-            payees = {mode: Account.create().address for mode in ("strict", "batched")}
-            results: dict[str, dict[int, Level]] = {}
-            served: dict[str, int] = {}
-            for mode in ("free", "strict", "batched"):
-                console.print(f"running {mode}")
-                results[mode], served_here = run_mode(setup, mode, payees.get(mode, Account.create().address), home)
-                if mode != "free":
-                    served[mode] = served_here
-            money = audit(setup, payees, served)
+            payees = {mode: Account.create().address for mode in MODES}
+            console.print(f"running {', '.join(MODES)} side by side, {ROUNDS} rounds per level")
+            results, served = run_modes(setup, payees, home)
+            money = audit(setup, {mode: payees[mode] for mode in served}, served)
         finally:
             if anvil is not None:
                 anvil.terminate()
@@ -315,10 +348,11 @@ def main() -> None:
 
 
 def report(results: dict[str, dict[int, Level]], money: dict[str, Any]) -> None:
-    table = Table(title=f"Gateway: one-token completions on loopback ({CHAIN} chain)", title_justify="left")
+    title = f"Gateway: one-token completions on loopback ({CHAIN} chain, {ROUNDS} rounds a level)"
+    table = Table(title=title, title_justify="left")
     for column in ("mode", "clients", "requests/s", "p50 ms", "p99 ms", "vs free"):
         table.add_column(column, justify="left" if column == "mode" else "right")
-    data: dict[str, Any] = {"chain": CHAIN, "requests": {str(k): v for k, v in REQUESTS.items()}}
+    data: dict[str, Any] = {"chain": CHAIN, "rounds": ROUNDS, "requests": {str(k): v for k, v in REQUESTS.items()}}
     for mode, levels in results.items():
         data[mode] = {}
         for clients, level in levels.items():

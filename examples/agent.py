@@ -6,6 +6,15 @@ The official `openai` client sends its requests through `x402HttpxClient`, which
 by signing an EIP-3009 authorisation with the `exact` EVM scheme registered for `eip155:<chainId>`, and
 retries with the `PAYMENT-SIGNATURE` header; nothing else changes but `base_url`. The agent needs USD on
 the chain (on a local chain: `covey wallet faucet`), no ETH: the facilitator pays the gas.
+
+Spend controls: the official client (x402 2.25) pays only in well-known USDC deployments unless told
+otherwise: for Covey's USD token it raises `NoMatchingRequirementsError` ("All payment requirements were
+rejected by spend_controls") before signing anything.
+`payment_client` opts the token in with `set_spend_controls`; add `"max_amount_per_payment"` (atomic units)
+to the entry to cap what one request may cost.
+
+Only the `exact` scheme is paid: the spec's `upto` scheme (pay for the tokens generated, up to a ceiling)
+settles through Permit2 and the x402Permit2Proxy contract, which Covey's chain does not deploy yet.
 """
 
 from __future__ import annotations

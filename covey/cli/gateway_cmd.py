@@ -49,7 +49,7 @@ def serve(
     ),
     journal: Path | None = typer.Option(None, "--journal", help="Batched settlement's journal directory."),
     batcher: str | None = typer.Option(None, "--batcher", help="PaymentBatcher address (batched settlement)."),
-    batch_size: int = typer.Option(100, "--batch-size", help="Payments per batch transaction (batched)."),
+    batch_size: int = typer.Option(200, "--batch-size", help="Payments per batch transaction (batched, at most 256)."),
     flush_interval: float = typer.Option(2.0, "--flush-interval", help="Seconds between batches (batched)."),
     arena: str | None = typer.Option(None, "--arena", help="Arena address (default: from the deployment)."),
     registry: str | None = typer.Option(None, "--registry", help="HostRegistry address (default: deployment)."),

@@ -41,8 +41,9 @@ from covey.gateway.x402.settlement import BatchedSettlement, StrictSettlement
 from covey.storage import ArtifactStore
 
 SETTLEMENT_MODES = ("strict", "batched")
-# A batch transaction's fixed cost spread over ~100 payments, settled at least every two seconds.
-GATEWAY_BATCH_SIZE = 100
+# A batch transaction's fixed cost spread over up to 200 payments (the batcher takes 256), settled at least
+# every two seconds.
+GATEWAY_BATCH_SIZE = 200
 GATEWAY_FLUSH_INTERVAL_S = 2.0
 COUNTED_ROUTES = frozenset({"/v1/models", "/v1/chat/completions", "/v1/completions", "/health", "/metrics"})
 
