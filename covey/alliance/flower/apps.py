@@ -105,7 +105,7 @@ def _participant(config: RunConfig, index: int, data: Dataset, model: np.ndarray
 def train(message: Message, context: Context) -> Message:
     """Train the global model on this node's partition, as a proposer would; reply with the trained model."""
     config, index = _member(context)
-    base = model_vector(cast(ArrayRecord, message.content["arrays"]))
+    base = model_vector(message.content["arrays"])
     round_number = int(message.content["config"]["server-round"])
     data = private_partition(config, index)
     participant = _participant(config, index, data, base)
