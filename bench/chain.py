@@ -1,5 +1,9 @@
 """Chain benchmark: ERC-20 transfers/s and stake operations/s on the embedded chain (in process and served)
-and on anvil in the same run, their ratios, and gas per operation. Writes bench/results/chain.json."""
+and on anvil in the same run, their ratios, and gas per operation. Writes bench/results/chain.json.
+
+Besides wall-clock rates it reports CPU milliseconds per transfer (client and node together), which does
+not move with the load of a shared machine, and the embedded chain once more with durability "write"
+(confirmed once handed to the OS) to show what the per-transaction fsync costs on this disk."""
 
 from __future__ import annotations
 
@@ -48,26 +52,48 @@ def wait_rpc(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 60) -> 
     raise RuntimeError(f"no node at {url}")
 
 
-def signed_loop(chain: Chain, sender: LocalAccount, build: Any, count: int, gas: int) -> float:
-    """Send `count` pre-signed transactions built by `build(i)`; return transactions per second.
+def process_tree_cpu_s(pid: int | None) -> float:
+    """CPU seconds used so far by process `pid` and its descendants (0 for None), from /proc."""
+    if pid is None:
+        return 0.0
+    total, pending = 0.0, [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pending.extend(int(child) for child in (task / "children").read_text().split())
+        except OSError:
+            continue  # exited meanwhile
+    return total
 
-    The client sets nonce, gas and fees itself (as a production sender does), reads every receipt.
+
+def signed_loop(
+    chain: Chain, sender: LocalAccount, build: Any, count: int, gas: int, node_pid: int | None = None
+) -> tuple[float, float]:
+    """Send `count` pre-signed transactions built by `build(i)`; return (transactions/s, CPU ms per transaction).
+
+    The client sets nonce, gas and fees itself (as a production sender does), reads every receipt. CPU is
+    this process's plus that of the node process `node_pid` (and its children) if the node runs apart.
     """
     w3 = chain.w3
     nonce = w3.eth.get_transaction_count(sender.address, "pending")
     base_fee = int(w3.eth.get_block("latest").get("baseFeePerGas", 0) or 0)
     fees = {"maxFeePerGas": 4 * base_fee + 10**9, "maxPriorityFeePerGas": 10**9}
-    started = time.perf_counter()
+    started, cpu_started, node_started = time.perf_counter(), time.process_time(), process_tree_cpu_s(node_pid)
     for i in range(count):
         tx = {**build(i), "nonce": nonce + i, "gas": gas, "chainId": chain.chain_id, "type": 2, **fees}
         tx_hash = w3.eth.send_raw_transaction(sender.sign_transaction(tx).raw_transaction)
         receipt = w3.eth.wait_for_transaction_receipt(tx_hash, poll_latency=0.01)
         if receipt["status"] != 1:
             raise RuntimeError(f"benchmark transaction {i} reverted")
-    return count / (time.perf_counter() - started)
+    elapsed = time.perf_counter() - started
+    cpu_s = time.process_time() - cpu_started + process_tree_cpu_s(node_pid) - node_started
+    return count / elapsed, 1000 * cpu_s / count
 
 
-def measure(chain: Chain, label: str) -> dict[str, float]:
+def measure(chain: Chain, label: str, node_pid: int | None = None) -> dict[str, float]:
     """Transfers/s and stake operations/s on one chain, with a freshly deployed suite."""
     owner, receiver = dev_accounts(2)
     suite = deploy_suite(chain, owner)
@@ -84,10 +110,14 @@ def measure(chain: Chain, label: str) -> dict[str, float]:
     transfer_base = {k: v for k, v in transfer_tx.items() if k not in strip}
     stake_base = {k: v for k, v in stake_tx.items() if k not in strip}
     with console.status(f"{label}: {TRANSFERS} transfers"):
-        transfers_per_s = signed_loop(chain, owner, lambda i: transfer_base, TRANSFERS, 100_000)
+        transfers_per_s, cpu_ms = signed_loop(chain, owner, lambda i: transfer_base, TRANSFERS, 100_000, node_pid)
     with console.status(f"{label}: {STAKE_OPS} stake operations"):
-        stake_per_s = signed_loop(chain, owner, lambda i: stake_base, STAKE_OPS, 300_000)
-    return {"transfers_per_s": round(transfers_per_s, 1), "stake_ops_per_s": round(stake_per_s, 1)}
+        stake_per_s, _ = signed_loop(chain, owner, lambda i: stake_base, STAKE_OPS, 300_000, node_pid)
+    return {
+        "transfers_per_s": round(transfers_per_s, 1),
+        "stake_ops_per_s": round(stake_per_s, 1),
+        "cpu_ms_per_transfer": round(cpu_ms, 2),
+    }
 
 
 def gas_table(chain: Chain) -> dict[str, int]:
@@ -195,6 +225,8 @@ def main() -> dict[str, Any]:
         with Chain.embedded(Path(home) / "chain") as chain:
             results["embedded"] = measure(chain, "embedded (in process)")
             results["gas"] = gas_table(chain)
+    with tempfile.TemporaryDirectory() as home, Chain.embedded(Path(home) / "chain", durability="write") as chain:
+        results["embedded_write"] = measure(chain, "embedded (in process, durability=write)")
 
     with tempfile.TemporaryDirectory() as home:
         port = free_port()
@@ -208,7 +240,7 @@ def main() -> dict[str, Any]:
         try:
             url = f"http://127.0.0.1:{port}"
             wait_rpc(url, proc)
-            results["served"] = measure(Chain.from_rpc(url), "embedded (served over JSON-RPC)")
+            results["served"] = measure(Chain.from_rpc(url), "embedded (served over JSON-RPC)", proc.pid)
         finally:
             proc.terminate()
             proc.wait(timeout=30)
@@ -221,14 +253,16 @@ def main() -> dict[str, Any]:
     try:
         url = f"http://127.0.0.1:{port}"
         wait_rpc(url, proc)
-        results["anvil"] = measure(Chain.from_rpc(url), "anvil")
+        results["anvil"] = measure(Chain.from_rpc(url), "anvil", proc.pid)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
 
     anvil_tps = results["anvil"]["transfers_per_s"]
+    results["load_average_1m"] = round(os.getloadavg()[0], 2)
     results["ratios"] = {
         "embedded_vs_anvil": round(results["embedded"]["transfers_per_s"] / anvil_tps, 2),
+        "embedded_write_vs_anvil": round(results["embedded_write"]["transfers_per_s"] / anvil_tps, 2),
         "served_vs_anvil": round(results["served"]["transfers_per_s"] / anvil_tps, 2),
     }
     results["goals"] = {
@@ -238,13 +272,20 @@ def main() -> dict[str, Any]:
     }
 
     table = Table(title=f"Chain throughput ({TRANSFERS} ERC-20 transfers, {STAKE_OPS} stakes, receipts read)")
-    for column in ("backend", "transfers/s", "stake ops/s", "vs anvil"):
+    for column in ("backend", "transfers/s", "stake ops/s", "vs anvil", "CPU ms/transfer"):
         table.add_column(column, justify="right" if column != "backend" else "left")
-    for backend in ("embedded", "served", "anvil"):
+    for backend in ("embedded", "embedded_write", "served", "anvil"):
         row = results[backend]
         ratio = row["transfers_per_s"] / anvil_tps
-        table.add_row(backend, f"{row['transfers_per_s']:.0f}", f"{row['stake_ops_per_s']:.0f}", f"{ratio:.2f}x")
+        table.add_row(
+            backend,
+            f"{row['transfers_per_s']:.0f}",
+            f"{row['stake_ops_per_s']:.0f}",
+            f"{ratio:.2f}x",
+            f"{row['cpu_ms_per_transfer']:.2f}",
+        )
     console.print(table)
+    console.print(f"machine load (1 min average): {results['load_average_1m']} on {os.cpu_count()} CPUs")
     gas = Table(title="Gas per operation (embedded chain)")
     gas.add_column("operation")
     gas.add_column("gas", justify="right")

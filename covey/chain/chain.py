@@ -9,7 +9,7 @@ import socket
 import threading
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import requests
@@ -28,6 +28,9 @@ from web3.types import RPCEndpoint, TxReceipt
 from covey.chain.compiler import compile_contract
 from covey.config import Settings, get_settings
 from covey.errors import ChainError, ValidationError
+
+if TYPE_CHECKING:
+    from covey.chain._embedded.node import Durability
 
 DEV_MNEMONIC = "test test test test test test test test test test test junk"
 LOCAL_CHAIN_IDS = frozenset({31337, 1337})
@@ -253,8 +256,13 @@ class Chain:
         return cls(Web3(provider), backend)
 
     @classmethod
-    def embedded(cls, data_dir: Path) -> Chain:
-        """Open the persistent in-process chain in `data_dir`, or talk to the server that holds it."""
+    def embedded(cls, data_dir: Path, *, durability: Durability = "fsync") -> Chain:
+        """Open the persistent in-process chain in `data_dir`, or talk to the server that holds it.
+
+        `durability` says when a transaction counts as confirmed: "fsync" (on disk, survives a
+        power cut) or "write" (handed to the OS, survives a crash of this process); see
+        `covey.chain._embedded.node.Durability`.
+        """
         from covey.chain._embedded import embedded_web3, open_node, running_server_url
 
         served = running_server_url(data_dir)
@@ -262,7 +270,7 @@ class Chain:
             chain = cls.from_rpc(served, backend="embedded-served")
             chain.data_dir = data_dir
             return chain
-        node = open_node(data_dir)
+        node = open_node(data_dir, durability=durability)
         return cls(embedded_web3(node), "embedded", node=node, data_dir=data_dir)
 
     def close(self) -> None:
