@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -211,6 +212,11 @@ def bazaar(_deployed_bazaar: Bazaar) -> Iterator[Bazaar]:
         yield dataclasses.replace(_deployed_bazaar, _handed_out=0)
     finally:
         chain.w3.provider.make_request("evm_revert", [snapshot])  # type: ignore[arg-type]
+        # anvil's revert also winds its clock back, behind the wall clock by the test's length; tests that
+        # come later on the shared node (the Arena's) read deadlines against the wall clock.
+        lag_s = int(time.time()) - chain.timestamp()
+        if lag_s > 0:
+            chain.increase_time(lag_s)
 
 
 @pytest.fixture
