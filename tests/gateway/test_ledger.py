@@ -23,7 +23,7 @@ class FakeChain:
 
 def test_a_balance_is_read_once_per_ttl_and_lowered_by_what_we_settle() -> None:
     chain = FakeChain(1_000)
-    ledger = BalanceLedger(chain.read, ttl_s=60)
+    ledger = BalanceLedger(chain.read, ttl_s=60, min_fresh_interval_s=0)
     assert ledger.balance(TOKEN, PAYER) == 1_000
 
     sent_at = time.monotonic()
@@ -75,3 +75,11 @@ def test_an_expired_or_forgotten_balance_is_read_again() -> None:
     ledger.forget(TOKEN, PAYER)
     assert ledger.balance(TOKEN, PAYER) == 50
     assert chain.reads == 3
+
+
+def test_a_payer_refused_again_and_again_costs_one_read_per_interval() -> None:
+    chain = FakeChain(0)
+    ledger = BalanceLedger(chain.read, ttl_s=60, min_fresh_interval_s=30)
+    for _ in range(20):
+        assert ledger.balance(TOKEN, PAYER, fresh=True) == 0
+    assert chain.reads == 1

@@ -14,6 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 DEFAULT_BALANCE_TTL_S = 10.0
+# A `fresh` read younger than this is answered from the cache: a broke payer retrying cannot make every one of
+# its refused requests cost a chain read.
+DEFAULT_MIN_FRESH_INTERVAL_S = 0.5
 # A read that a settlement overlapped is taken again, at most this many times.
 MAX_READ_ATTEMPTS = 3
 # Past this many payers, expired readings are dropped so a long-running gateway's memory stays bounded.
@@ -36,21 +39,31 @@ class BalanceLedger:
     batch settlement catches the rest, the risk window batched settlement accepts anyway.
     """
 
-    def __init__(self, read: Callable[[str, str], int], *, ttl_s: float = DEFAULT_BALANCE_TTL_S) -> None:
+    def __init__(
+        self,
+        read: Callable[[str, str], int],
+        *,
+        ttl_s: float = DEFAULT_BALANCE_TTL_S,
+        min_fresh_interval_s: float = DEFAULT_MIN_FRESH_INTERVAL_S,
+    ) -> None:
         self._read = read
         self.ttl_s = ttl_s
+        self.min_fresh_interval_s = min_fresh_interval_s
         self._lock = threading.Lock()
         self._readings: dict[tuple[str, str], _Reading] = {}
         self._versions: dict[tuple[str, str], int] = {}  # bumped by every settlement of the payer
 
     def balance(self, token: str, payer: str, *, fresh: bool = False) -> int:
-        """The payer's balance: cached if younger than `ttl_s` (and not `fresh`), else read from the chain."""
+        """The payer's balance: cached if younger than `ttl_s`, else read from the chain.
+
+        `fresh` asks for a new read (before refusing a payment), unless the cached one is only a moment old.
+        """
         key = (token.lower(), payer.lower())
-        if not fresh:
-            with self._lock:
-                reading = self._readings.get(key)
-                if reading is not None and time.monotonic() - reading.read_done_at < self.ttl_s:
-                    return reading.balance
+        max_age_s = self.min_fresh_interval_s if fresh else self.ttl_s
+        with self._lock:
+            reading = self._readings.get(key)
+            if reading is not None and time.monotonic() - reading.read_done_at < max_age_s:
+                return reading.balance
         for _attempt in range(MAX_READ_ATTEMPTS):
             with self._lock:
                 version = self._versions.get(key, 0)
