@@ -1,4 +1,4 @@
-"""`covey stake ...`: stake COV for a role, delegate to operators, set commission, unbond and withdraw."""
+"""`covey stake ...`: stake COV for a role, delegate to operators, claim rewards, set commission, unbond, withdraw."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ from covey.chain.wallets import parse_address
 from covey.cli._context import Context, open_context
 from covey.cli._output import console, format_units, parse_amount, print_json, table
 
-app = typer.Typer(help="Staking: stake, delegate, commission, unbond, withdraw, show.", no_args_is_help=True)
+app = typer.Typer(
+    help="Staking: stake, delegate, claim rewards, commission, unbond, withdraw, show.", no_args_is_help=True
+)
 
 JSON_OPTION = typer.Option(False, "--json", help="Print the result as JSON.")
 FROM_OPTION = typer.Option(
@@ -114,6 +116,53 @@ def withdraw(from_: str | None = FROM_OPTION, as_json: bool = JSON_OPTION) -> No
 
 
 @app.command()
+def claim(
+    operator: str = typer.Argument(..., help="Operator you delegated to (address, wallet name or dev0..dev9)"),
+    role: str = typer.Argument(..., help=ROLE_HELP),
+    from_: str | None = FROM_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Claim the rewards your delegation to an operator has earned (its rewards minus its commission)."""
+    parsed_role = Role.parse(role)
+    with open_context() as ctx:
+        address = _resolve(ctx, operator)
+        signer = ctx.signer(from_)
+        staking = ctx.deployment.contract(ctx.chain, "Staking")
+        receipt = ctx.chain.transact(staking.functions.claimRewards(address, parsed_role), signer)
+        (claimed,) = staking.events.RewardsClaimed().process_receipt(receipt)
+        amount = int(claimed["args"]["amount"])
+        _done(as_json, "claimed", receipt, operator=address, role=parsed_role.name.lower(), amount=format_units(amount))
+
+
+@app.command()
+def rewards(
+    operator: str = typer.Argument(..., help="Operator (address, wallet name or dev0..dev9)"),
+    role: str = typer.Argument(..., help=ROLE_HELP),
+    account: str = typer.Option(..., "--account", help="Delegator (address, wallet name or dev0..dev9)"),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Show a delegator's delegation to an operator and the rewards it can claim now."""
+    parsed_role = Role.parse(role)
+    with open_context() as ctx:
+        delegator, address = _resolve(ctx, account), _resolve(ctx, operator)
+        staking = ctx.deployment.contract(ctx.chain, "Staking")
+        data = {
+            "delegator": delegator,
+            "operator": address,
+            "role": parsed_role.name.lower(),
+            "delegated": int(staking.functions.delegationOf(delegator, address, parsed_role).call()),
+            "pending": int(staking.functions.pendingRewards(delegator, address, parsed_role).call()),
+        }
+        if as_json:
+            print_json(data)
+            return
+        console.print(
+            f"{delegator} delegates {format_units(data['delegated'])} COV to {address} as {data['role']}; "
+            f"claimable rewards: {format_units(data['pending'])} COV"
+        )
+
+
+@app.command()
 def commission(
     percent: float = typer.Argument(..., help="Commission on delegators' rewards, in percent (e.g. 10)"),
     from_: str | None = FROM_OPTION,
@@ -139,8 +188,7 @@ def show(
 ) -> None:
     """Show an account's stake per role, effective stake, commission and pending unbonds."""
     with open_context() as ctx:
-        address = parse_address(account) if account.startswith("0x") else ctx.keystore.find(account).address
-        data = stake_report(ctx, address)
+        data = stake_report(ctx, _resolve(ctx, account))
         if as_json:
             print_json(data)
             return
@@ -148,11 +196,16 @@ def show(
             (role, format_units(entry["self"]), format_units(entry["effective"]))
             for role, entry in data["roles"].items()
         ]
-        console.print(table(f"Stake of {address}", ["role", "self COV", "effective COV"], rows))
+        console.print(table(f"Stake of {data['address']}", ["role", "self COV", "effective COV"], rows))
         unbonds = [(format_units(u["amount"]), u["releaseTime"]) for u in data["unbonding"]]
         if unbonds:
             console.print(table("Unbonding", ["COV", "release time"], unbonds))
         console.print(f"commission: {data['commissionBps'] / 100:.2f}%")
+
+
+def _resolve(ctx: Context, account: str) -> str:
+    """An address from an address, a wallet name or dev0..dev9."""
+    return parse_address(account) if account.startswith("0x") else ctx.keystore.find(account).address
 
 
 def stake_report(ctx: Context, address: str) -> dict:

@@ -10,6 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from covey.chain import Chain, dev_accounts
+from covey.chain.deploy import load_deployment
+from covey.chain.roles import Role
+
 COVEY = [sys.executable, "-m", "covey.cli"]
 
 
@@ -48,7 +52,7 @@ def test_help_describes_every_group(covey_home: Path) -> None:
     for group, commands in {
         "chain": ("deploy", "info", "serve"),
         "wallet": ("new", "list", "show", "balance", "faucet"),
-        "stake": ("add", "delegate", "undelegate", "unbond", "withdraw", "commission", "show"),
+        "stake": ("add", "delegate", "undelegate", "claim", "rewards", "unbond", "withdraw", "commission", "show"),
     }.items():
         text = run(covey_home, group, "--help").stdout
         for command in commands:
@@ -92,6 +96,40 @@ def test_wallet_faucet_stake_and_show(deployed_home: Path) -> None:
     assert [entry["amount"] for entry in shown["unbonding"]] == [50 * 10**18]
     early = run(deployed_home, "stake", "withdraw", "--from", "alice", password="pw-alice", check=False)
     assert_one_line_error(early, "staking: unbonding not finished")
+
+
+def test_a_delegator_sees_and_claims_its_rewards(deployed_home: Path) -> None:
+    operator, delegator = dev_accounts(3)[1:3]
+    for name in ("dev1", "dev2"):
+        run(deployed_home, "wallet", "faucet", name)
+    run(deployed_home, "stake", "add", "validator", "300", "--from", "dev1")
+    run(deployed_home, "stake", "delegate", operator.address, "validator", "100", "--from", "dev2")
+    # A module pays the operator 40 COV: a quarter of the pool is delegated, so the delegator accrues 10 COV.
+    chain = Chain.embedded(deployed_home / "chain")
+    try:
+        deployment = load_deployment(chain)
+        owner = dev_accounts(1)[0]
+        staking, token = deployment.contract(chain, "Staking"), deployment.contract(chain, "CoveyToken")
+        chain.transact(staking.functions.setModule(owner.address, True), owner)
+        chain.transact(token.functions.approve(staking.address, 40 * 10**18), owner)
+        chain.transact(staking.functions.distributeReward(operator.address, int(Role.VALIDATOR), 40 * 10**18), owner)
+    finally:
+        chain.close()
+
+    rewards = ("stake", "rewards", "dev1", "validator", "--account", "dev2", "--json")
+    before = json.loads(run(deployed_home, *rewards).stdout)
+    assert before["delegated"] == 100 * 10**18
+    assert before["pending"] == 10 * 10**18
+    balance = json.loads(run(deployed_home, "wallet", "balance", "dev2", "--json").stdout)["cov_units"]
+    claimed = json.loads(run(deployed_home, "stake", "claim", "dev1", "validator", "--from", "dev2", "--json").stdout)
+    assert claimed["action"] == "claimed" and claimed["operator"] == operator.address
+    balance_after = json.loads(run(deployed_home, "wallet", "balance", "dev2", "--json").stdout)["cov_units"]
+    assert balance_after == balance + 10 * 10**18
+    after = json.loads(run(deployed_home, *rewards).stdout)
+    assert after["pending"] == 0
+    again = run(deployed_home, "stake", "claim", "dev1", "validator", "--from", "dev2", check=False)
+    assert_one_line_error(again, "staking: no rewards to claim")
+    assert delegator.address == before["delegator"]
 
 
 def test_bad_input_gives_one_line_and_exit_1(deployed_home: Path) -> None:
