@@ -26,6 +26,7 @@ from eth.db.backends.memory import MemoryDB
 from eth.exceptions import Revert
 from eth.vm.execution_context import ExecutionContext
 from eth.vm.forks.prague import PragueVM
+from eth.vm.message import Message
 from eth.vm.spoof import SpoofTransaction
 from eth_abi import decode as abi_decode
 from eth_abi.exceptions import DecodingError
@@ -207,9 +208,41 @@ class _AccountDB(_PRAGUE_STATE.account_db_class):  # type: ignore[name-defined,m
         )
 
 
+class _TransactionExecutor(_PRAGUE_STATE.transaction_executor_class):  # type: ignore[name-defined,misc]
+    def build_evm_message(self, transaction: SignedTransactionAPI) -> Message:
+        """Cancun's message building minus its debug line, which hex-encodes the whole contract code
+        (and hashes the calldata) on every transaction even with debug logging off."""
+        if transaction.type_id == _BLOB_TX_TYPE:
+            return cast(Message, super().build_evm_message(transaction))
+        state = self.vm_state
+        sender = transaction.sender
+        state.delta_balance(sender, -1 * transaction.gas * state.get_gas_price(transaction))
+        state.increment_nonce(sender)
+        refund = self.calc_message_refund(transaction)
+        if transaction.to == CREATE_CONTRACT_ADDRESS:
+            created: Address | None = generate_contract_address(sender, state.get_nonce(sender) - 1)
+            data, code, is_delegation = b"", transaction.data, False
+        else:
+            created, data = None, transaction.data
+            code, delegation_address = self.get_code_at_address(transaction.to)
+            is_delegation = delegation_address is not None
+        return Message(
+            gas=transaction.gas - transaction.intrinsic_gas,
+            to=transaction.to,
+            sender=sender,
+            value=transaction.value,
+            data=data,
+            code=code,
+            create_address=created,
+            refund=refund,
+            is_delegation=is_delegation,
+        )
+
+
 class _State(_PRAGUE_STATE):  # type: ignore[valid-type,misc]
     computation_class = _Computation
     account_db_class = _AccountDB
+    transaction_executor_class = _TransactionExecutor
     # py-evm looks its logger up by name on every use (several times per transaction).
     logger = get_extended_debug_logger("eth.vm.state.PragueState")
 
