@@ -134,6 +134,8 @@ class ExactEvmFacilitator:
         self._cond = threading.Condition()
         self._settling: dict[str, tuple[str, int]] = {}  # key -> (payer, amount): a transaction is under way
         self._held: dict[str, tuple[str, int]] = {}  # key -> (payer, amount): accepted, waiting for a batch
+        # payer -> {key: amount} for every key held or settling: what a payer owes, without scanning all holds.
+        self._in_flight_by_payer: dict[str, dict[str, int]] = {}
         self._results: OrderedDict[str, SettleResponse] = OrderedDict()
         self._chain_clock: tuple[float, int] = (0.0, 0)
         self._recovered: OrderedDict[tuple[bytes, str], str] = OrderedDict()
@@ -219,7 +221,7 @@ class ExactEvmFacilitator:
                         )
                     owed = self._owed_by(payment.auth.payer, exclude=payment.key)
                     if balance >= owed + payment.auth.value:
-                        self._held[payment.key] = (payment.auth.payer.lower(), payment.auth.value)
+                        self._hold(self._held, payment.key, payment.auth.payer, payment.auth.value)
                         break
                 if fresh or self.ledger is None:
                     raise _Invalid(
@@ -242,12 +244,12 @@ class ExactEvmFacilitator:
         """Hold a payment accepted before a restart, without re-checking it (it was checked then)."""
         auth = self._parse(payload).auth
         with self._cond:
-            self._held[auth.key] = (auth.payer.lower(), auth.value)
+            self._hold(self._held, auth.key, auth.payer, auth.value)
 
     def release(self, payload: PaymentPayload) -> None:
         """Forget a hold whose request was not served."""
         with self._cond:
-            self._held.pop(self._safe_key(payload), None)
+            self._unhold(self._held, self._safe_key(payload))
 
     def settle_batch(self, items: Sequence[tuple[PaymentPayload, PaymentRequirements]]) -> list[SettleResponse | None]:
         """Settle many payments, through the PaymentBatcher contract when one is configured.
@@ -528,16 +530,16 @@ class ExactEvmFacilitator:
                 if key in self._results or key in claimed:
                     continue
                 auth = self._parse(payload).auth
-                self._settling[key] = (auth.payer.lower(), auth.value)
+                self._hold(self._settling, key, auth.payer, auth.value)
                 claimed.add(key)
         return claimed
 
     def _finish(self, keys: list[str], keep_held: Sequence[str] = ()) -> None:
         with self._cond:
             for key in keys:
-                self._settling.pop(key, None)
+                self._unhold(self._settling, key)
                 if key not in keep_held:
-                    self._held.pop(key, None)
+                    self._unhold(self._held, key)
             self._cond.notify_all()
 
     def _in_flight(self, key: str) -> bool:
@@ -545,10 +547,23 @@ class ExactEvmFacilitator:
 
     def _owed_by(self, payer: str, *, exclude: str) -> int:
         """What this payer has in flight here (being settled or held for a batch), other than `exclude`."""
-        payer = payer.lower()
-        owed = {k: amount for k, (who, amount) in self._held.items() if who == payer and k != exclude}
-        owed.update({k: amount for k, (who, amount) in self._settling.items() if who == payer and k != exclude})
-        return sum(owed.values())
+        in_flight = self._in_flight_by_payer.get(payer.lower(), {})
+        return sum(in_flight.values()) - in_flight.get(exclude, 0)
+
+    def _hold(self, table: dict[str, tuple[str, int]], key: str, payer: str, amount: int) -> None:
+        """Put `key` in `table` (`_held` or `_settling`) and count it as in flight for its payer (under the lock)."""
+        table[key] = (payer.lower(), amount)
+        self._in_flight_by_payer.setdefault(payer.lower(), {})[key] = amount
+
+    def _unhold(self, table: dict[str, tuple[str, int]], key: str) -> None:
+        """Take `key` out of `table`; it stops counting for its payer once in neither table (under the lock)."""
+        entry = table.pop(key, None)
+        if entry is None or key in self._held or key in self._settling:
+            return
+        in_flight = self._in_flight_by_payer.get(entry[0], {})
+        in_flight.pop(key, None)
+        if not in_flight:
+            self._in_flight_by_payer.pop(entry[0], None)
 
     def _remember(self, key: str, response: SettleResponse) -> SettleResponse:
         """Keep a success for idempotent answers (failures are not kept: a retry may succeed)."""
