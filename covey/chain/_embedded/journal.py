@@ -5,11 +5,13 @@ mid-write is detected and dropped on open. The journal is split into numbered se
 (`journal/00000000000000000007.log`): a snapshot starts a new segment and records its
 position, and segments older than the snapshot's are deleted.
 
-Durability is group commit: `append` writes under the engine lock and wakes a flusher thread;
-`sync_through` waits (outside the lock) until an fsync has covered the record. The flush runs
-while the transaction executes, and one fsync covers every record written before it started.
-With `wait_for_fsync=False` a record counts as committed once `write` has handed it to the OS
-(it survives a SIGKILL of the process, not a power cut) and the flusher fsyncs right behind.
+Durability is group commit: `append` only writes (under the engine lock); `sync_through` waits
+(outside the lock) until an fsync covers the record, and if no fsync is under way the waiting
+thread runs it itself, so one fsync covers every record written before it started and a lone
+writer pays no thread hand-offs. A background thread fsyncs whatever nobody waits for every
+`FLUSH_INTERVAL_S`. With `wait_for_fsync=False` a record counts as committed once `write` has
+handed it to the OS (it survives a SIGKILL of the process, not a power cut) and the background
+thread makes it durable within `FLUSH_INTERVAL_S`.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ _FRAME_HEADER = struct.Struct("<II")
 # zero byte), so anything above this is corruption, not data.
 MAX_RECORD_BYTES = 64 * 1024 * 1024
 _SEGMENT_SUFFIX = ".log"
+# How often the background thread fsyncs records that no caller is waiting for.
+FLUSH_INTERVAL_S = 0.01
 
 _KIND_TX = 1
 _KIND_MINE = 2
@@ -191,11 +195,11 @@ def replay_entries(directory: Path, start: JournalPosition) -> tuple[list[Journa
 
 
 class Journal:
-    """Appends framed entries to the newest segment; a flusher thread makes them durable.
+    """Appends framed entries to the newest segment; waiters and a background thread fsync them.
 
-    `append` runs under the node's lock and only writes; the flusher thread fsyncs whatever was
-    written so far, so the disk flush overlaps the transaction's execution, and one fsync covers
-    every writer waiting in `sync_through` (group commit).
+    `append` runs under the node's lock and only writes; `sync_through` fsyncs whatever was
+    written so far unless another thread's fsync is under way (then it waits for that one), so
+    one fsync covers every writer waiting (group commit).
     """
 
     def __init__(
@@ -257,7 +261,7 @@ class Journal:
             self._written += 1
             if not self._fsync:
                 self._synced = self._written
-            self._changed.notify_all()
+                self._changed.notify_all()
             return self._written
 
     def truncate(self, position: JournalPosition) -> None:
@@ -288,34 +292,47 @@ class Journal:
             if self._failed:
                 raise ChainError(f"cannot make the chain journal durable: {self._failed}")
             return
-        with self._changed:
-            while self._synced < ticket:
+        while True:
+            with self._changed:
+                if self._synced >= ticket:
+                    return
                 if self._failed:
                     raise ChainError(f"cannot make the chain journal durable: {self._failed}")
-                self._changed.wait()
+                if self._fd < 0:
+                    raise ChainError("the chain journal is closed")
+                if self._flushing:
+                    self._changed.wait()  # that fsync may cover our record; if not, we run the next
+                    continue
+            self._flush_once()
 
     def _flush_loop(self) -> None:
         while True:
             with self._changed:
-                while self._synced >= self._written and not self._closing:
-                    self._changed.wait()
+                self._changed.wait_for(lambda: self._closing, timeout=FLUSH_INTERVAL_S)
                 if self._closing:
                     return
-                target, fd = self._written, self._fd
-                self._flushing = True
-            try:
-                os.fdatasync(fd)
-                failure = None
-            except OSError as exc:
-                failure = str(exc)
-            with self._changed:
-                self._flushing = False
-                if failure is None:
-                    self._synced = max(self._synced, target)
-                else:
-                    # After a failed fsync the kernel may have dropped the dirty pages: stop writing.
-                    self._failed = f"fsync failed: {failure}"
-                self._changed.notify_all()
+            self._flush_once()
+
+    def _flush_once(self) -> None:
+        """fsync every record written so far, unless that is done or another thread is at it."""
+        with self._changed:
+            if self._flushing or self._synced >= self._written or self._fd < 0:
+                return
+            target, fd = self._written, self._fd
+            self._flushing = True
+        try:
+            os.fdatasync(fd)
+            failure = None
+        except OSError as exc:
+            failure = str(exc)
+        with self._changed:
+            self._flushing = False
+            if failure is None:
+                self._synced = max(self._synced, target)
+            else:
+                # After a failed fsync the kernel may have dropped the dirty pages: stop writing.
+                self._failed = f"fsync failed: {failure}"
+            self._changed.notify_all()
 
     def _wait_until_idle(self) -> None:
         """With `_changed` held: wait for an fsync in flight, so the fd can change under us."""
