@@ -65,8 +65,28 @@ def test_without_a_reference_the_rule_compares_to_the_covey_default_aggregate() 
     assert covey_trust(updates) == pytest.approx([0.9, 0.2])
 
 
+def test_a_reference_the_round_points_against_gives_way_to_the_round() -> None:
+    # The last step went the wrong way (a captured round): the honest updates now point back, against
+    # it. Followed blindly, the reference would drop them all and keep the attacker's [-3, 0].
+    updates = vecs([1, 0.1], [1.2, -0.1], [0.9, 0.2], [-3, 0])
+    poisoned_step = np.array([-1.0, 0.0])
+    assert trust_mask(updates, poisoned_step) == [True, True, True, False]
+
+
+def test_a_step_is_at_most_twice_the_last_one() -> None:
+    # What a captured committee passes: three boosted updates and nothing else. Mean [10, 0], clipped to 2 x |[1, 0]|.
+    boosted = vecs([10, 0.1], [10, 0], [10, -0.1])
+    assert trust_mask(boosted, np.array([1.0, 0.0])) == [True, True, True]
+    assert covey_trust(boosted, np.array([1.0, 0.0])) == pytest.approx([2.0, 0.0])
+    assert covey_trust(boosted, np.array([1.0, 0.0]), max_step_ratio=5.0) == pytest.approx([5.0, 0.0])
+    assert covey_trust(boosted) == pytest.approx([10.0, 0.0])  # no history, no bound
+
+
 def test_when_nothing_is_trusted_the_model_stays() -> None:
-    assert covey_trust(vecs([0, 0], [-1, 0]), np.array([1.0, 0.0])).tolist() == [0.0, 0.0]
+    # Each update has cosine ~0.05 with the reference: noise that agrees on nothing.
+    noise = vecs([0.05, 1], [0.05, -1], [0.05, 1.1])
+    assert covey_trust(noise, np.array([1.0, 0.0])).tolist() == [0.0, 0.0]
+    assert covey_trust(vecs([0, 0], [0, 0]), np.array([1.0, 0.0])).tolist() == [0.0, 0.0]
 
 
 def test_the_rule_is_deterministic_and_returns_float64() -> None:
@@ -85,6 +105,8 @@ def test_the_rule_rejects_inconsistent_input() -> None:
         trust_mask(vecs([1, 0]), np.ones(2), min_cosine=1.0)
     with pytest.raises(AggregationError, match="covey_trust: max_norm_ratio must be in"):
         covey_trust(vecs([1, 0]), np.ones(2), max_norm_ratio=0.5)
+    with pytest.raises(AggregationError, match="covey_trust: max_step_ratio must be in"):
+        covey_trust(vecs([1, 0]), np.ones(2), max_step_ratio=0.0)
     with pytest.raises(AggregationError, match="covey_trust: update 1 has 3 coordinates"):
         covey_trust(vecs([1, 0], [1, 0, 0]))
 

@@ -10,7 +10,9 @@ Per update, in input order (`trust_mask`), an update is dropped when it is
 - longer than `max_norm_ratio` (4) times the median norm of the updates still kept, recomputed
   until nothing more drops: short updates pointing elsewhere cannot lower that bar, long ones
   cannot raise it, and boosted updates lift it only until they are cut.
-The aggregate (`covey_trust`) is the plain mean of the kept updates; the zero vector if none.
+The aggregate (`covey_trust`) is the plain mean of the kept updates (the zero vector if none),
+clipped to `max_step_ratio` (2) times the reference's norm: honest steps change slowly from round
+to round, and a round whose committee the attackers held can then move the model only so far.
 
 Why these choices, measured on digits with 10 clients (logistic regression, 15 rounds):
 - a mean, not a median or trimmed mean: on Dirichlet(0.1) data honest updates differ a lot, and
@@ -22,7 +24,12 @@ Why these choices, measured on digits with 10 clients (logistic regression, 15 r
   training, sign flipping and IPM sit below -0.4, 10-sigma noise at -0.05..0.13. Cosines with a
   50-example root update (FLTrust's reference) fall to -0.03..0.5 for honest updates late in
   training, which is why FLTrust loses honest non-IID work. Without a reference (the first
-  round) the rule compares to the `covey_default` aggregate of the updates themselves.
+  round) the rule compares to the `covey_default` aggregate of the updates themselves, and it
+  does so too whenever that aggregate points against the reference: after a bad step (a round
+  whose committee the attackers held) honest updates point back, and a reference followed blindly
+  would keep the poison and drop the repairs round after round. Measured with 5-voter committees
+  (attackers hold 8.3% of rounds), Dirichlet(0.1), 3 seeds: under sign flipping 0.49 accuracy
+  without this fallback, 0.61 with it, 0.67 with the step bound too; the oracle reaches 0.76.
 
 Blind spots, by construction: label flipping on non-IID data (the update looks like one more
 client with other classes; neither cosines nor a 50-example root set's loss separate it), ALIE
@@ -50,9 +57,11 @@ from covey.alliance.aggregators._base import (
     sum_rows,
 )
 from covey.alliance.aggregators.default import covey_default
+from covey.alliance.aggregators.norm_clip import clip_rows
 
 DEFAULT_MIN_COSINE = 0.1
 DEFAULT_MAX_NORM_RATIO = 4.0
+DEFAULT_MAX_STEP_RATIO = 2.0
 
 
 def trust_mask(
@@ -65,10 +74,12 @@ def trust_mask(
     """Per update, whether `covey_trust` keeps it, in input order.
 
     Kept: nonzero, cosine with the reference above `min_cosine`, and norm at most `max_norm_ratio`
-    times the median norm of the nonzero updates above `min_cosine`. `reference` is the direction
-    training is going (the previous global step); None, or an all-zero vector, means the
-    `covey_default` aggregate of the updates. Raises `AggregationError` for inconsistent updates,
-    a reference of another length, `min_cosine` outside [-1, 1) or `max_norm_ratio` below 1.
+    times the median norm of the nonzero, non-copied updates above `min_cosine` (recomputed until
+    nothing more drops). `reference` is the direction training is going (`rules.trust_reference`,
+    the last global step that moved the model); the `covey_default` aggregate of the updates
+    stands in when it is None or when its inner product with that aggregate is not positive.
+    Raises `AggregationError` for inconsistent updates, a reference of another length,
+    `min_cosine` outside [-1, 1) or `max_norm_ratio` below 1.
     """
     matrix = as_matrix(updates, "covey_trust")
     keep = _mask(matrix, _reference(matrix, reference), *_parameters(min_cosine, max_norm_ratio))
@@ -87,17 +98,27 @@ def covey_trust(
     *,
     min_cosine: float = DEFAULT_MIN_COSINE,
     max_norm_ratio: float = DEFAULT_MAX_NORM_RATIO,
+    max_step_ratio: float = DEFAULT_MAX_STEP_RATIO,
 ) -> Vector:
     """The unweighted mean of the updates `trust_mask` keeps, as float64.
 
     The zero vector when nothing is kept: the global model stays rather than follow updates
-    nobody can vouch for. Raises `AggregationError` as `trust_mask` does.
+    nobody can vouch for. With a reference, the mean is clipped to `max_step_ratio` times the
+    reference's norm. Raises `AggregationError` as `trust_mask` does, or for `max_step_ratio <= 0`.
     """
     matrix = as_matrix(updates, "covey_trust")
-    kept = matrix[_mask(matrix, _reference(matrix, reference), *_parameters(min_cosine, max_norm_ratio))]
+    cosine, ratio = _parameters(min_cosine, max_norm_ratio)
+    kept = matrix[_mask(matrix, _reference(matrix, reference), cosine, ratio)]
     if kept.shape[0] == 0:
         return np.zeros(matrix.shape[1], dtype=np.float64)
-    return sum_rows(kept) / kept.shape[0]
+    step = sum_rows(kept) / kept.shape[0]
+    if reference is None:
+        return step
+    # A round whose committee the attackers held hands this rule their updates alone; whichever way
+    # those point, the step they make is at most `max_step_ratio` times the last one.
+    step_ratio = check_float(max_step_ratio, "max_step_ratio", "covey_trust", low=0.0, low_inclusive=False)
+    bound = step_ratio * l2_norm(as_vector(reference, "covey_trust: reference"))
+    return clip_rows(step[np.newaxis, :], bound)[0]
 
 
 def _parameters(min_cosine: float, max_norm_ratio: float) -> tuple[float, float]:
@@ -106,15 +127,18 @@ def _parameters(min_cosine: float, max_norm_ratio: float) -> tuple[float, float]
 
 
 def _reference(matrix: Matrix, reference: np.ndarray | None) -> Vector:
-    if reference is not None:
-        direction = as_vector(reference, "covey_trust: reference")
-        if direction.shape[0] != matrix.shape[1]:
-            raise AggregationError(
-                f"covey_trust: reference has {direction.shape[0]} coordinates, the updates have {matrix.shape[1]}"
-            )
-        if l2_norm(direction) > 0:
-            return direction
-    return covey_default(list(matrix))
+    own = covey_default(list(matrix))
+    if reference is None:
+        return own
+    direction = as_vector(reference, "covey_trust: reference")
+    if direction.shape[0] != matrix.shape[1]:
+        raise AggregationError(
+            f"covey_trust: reference has {direction.shape[0]} coordinates, the updates have {matrix.shape[1]}"
+        )
+    # History is trusted only while this round's robust aggregate agrees with it. After a bad step
+    # (a round whose committee attackers held), honest updates point back against that step; a
+    # reference followed blindly would then keep the poison and drop the repairs, round after round.
+    return direction if dot(direction, own) > 0 else own
 
 
 def _cosines(matrix: Matrix, reference: Vector) -> list[float]:
