@@ -339,6 +339,12 @@ class Dispatcher:
             # about this request, which geth reports as server errors with a message.
             raise RpcError(SERVER_ERROR, str(exc)) from exc
 
+    def commit_writes(self) -> None:
+        """Wait until every write so far is committed (a server calls it after answering, so that
+        the fsync of a transaction runs while its client reads the hash and asks for the receipt)."""
+        node = self._node
+        node.wait_committed(node.written_ticket)
+
     def handle(self, request: Any) -> dict[str, Any]:
         """A JSON-RPC 2.0 response object for one decoded request object."""
         if not isinstance(request, dict) or not isinstance(request.get("method"), str):

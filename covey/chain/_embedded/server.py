@@ -136,6 +136,8 @@ class _RpcHandler(StreamRequestHandler):
             self._reply(411, _json({"error": "a JSON-RPC POST needs a Content-Length up to 64 MiB"}), keep_alive)
         else:
             self._reply(200, self.server.answer(body), keep_alive)
+            with contextlib.suppress(ChainError):  # a failed fsync is reported by the next read
+                self.server.dispatcher.commit_writes()
         return keep_alive
 
     def _reply(self, status: int, body: bytes, keep_alive: bool) -> None:
