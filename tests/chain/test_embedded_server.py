@@ -174,3 +174,24 @@ def test_serve_rpc_cleans_up_on_sigterm(tmp_path: Path) -> None:
         process.wait(timeout=30)
     assert process.returncode == 0
     assert not (data_dir / SERVE_FILE).exists()
+
+
+def test_chain_from_rpc_talks_to_a_local_server_over_keep_alive(server: ServerHandle, node: EmbeddedNode) -> None:
+    """`Chain.from_rpc` on a loopback URL uses covey's keep-alive client; errors stay web3's and covey's."""
+    from covey.chain import Chain, dev_accounts
+    from covey.chain.chain import LoopbackHTTPProvider
+    from covey.errors import ChainError
+
+    chain = Chain.from_rpc(server.url)
+    assert isinstance(chain.w3.provider, LoopbackHTTPProvider)
+    sender, receiver = dev_accounts(2)
+    before = chain.balance(receiver.address)
+    receipts = [chain.send_eth(sender, receiver.address, 5) for _ in range(3)]
+    assert [receipt["status"] for receipt in receipts] == [1, 1, 1]
+    assert chain.balance(receiver.address) == before + 15
+    assert node.engine.head.number == receipts[-1]["blockNumber"]
+
+    port = server.url.rsplit(":", 1)[1]
+    server.shutdown()
+    with pytest.raises(ChainError, match="cannot reach"):
+        Chain.from_rpc(f"http://127.0.0.1:{port}")
