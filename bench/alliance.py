@@ -72,7 +72,7 @@ AGGREGATORS = (
     "oracle",
 )
 SPLITS = {"iid": None, "dirichlet_0.1": 0.1}
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 160)  # a log file gets whole tables
 
 
 @dataclass
