@@ -55,7 +55,7 @@ def market(*args: str) -> dict | list:
     return json.loads(result.output)
 
 
-def post_command_job(program: Path, *extra: str) -> dict:
+def post_command_job(program: Path, *extra: str, bid_window_s: int = 5) -> dict:
     return market(
         "post",
         "--command",
@@ -71,7 +71,7 @@ def post_command_job(program: Path, *extra: str) -> dict:
         "--seconds-per-unit",
         "10",
         "--bid-window",
-        "5",
+        str(bid_window_s),
         "--heartbeat",
         "30",
         "--from",
@@ -99,7 +99,8 @@ def test_post_list_bid_and_status(market_env) -> None:
         }
     ]
 
-    posted = post_command_job(market_env["program"])
+    # Nothing here waits for the window to close: a long one keeps the bid inside it on a slow machine.
+    posted = post_command_job(market_env["program"], bid_window_s=3_600)
     assert (posted["kind"], posted["units"], posted["escrow"]) == ("command", 2, 20 * 2 * 10)
     job_id = posted["jobId"]
     listed = market("jobs", "--status", "open")
