@@ -2,8 +2,9 @@
 
 The model a round starts from is a pure function of public facts: the initial model (by its on-chain
 hash), and for each earlier round the updates the chain accepted and the alliance's rule
-(`covey.alliance.rules.next_model`). Every participant replays it, and the next round's voters put
-its hash in their vote, which is how the chain comes to confirm it.
+(`covey.alliance.rules.next_model`; for covey_trust also `trust_reference`, the last step earlier
+rounds made). Every participant replays it, and the next round's voters put its hash in their
+vote, which is how the chain comes to confirm it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import numpy as np
 from covey.alliance.aggregators._base import AggregationError
 from covey.alliance.canonical import FloatDtype, decode_update, encode_update, update_hash
 from covey.alliance.client import AllianceClient
-from covey.alliance.rules import next_model
+from covey.alliance.rules import needs_reference, next_model, trust_reference
 from covey.errors import ValidationError
 from covey.storage import ArtifactStore
 
@@ -52,7 +53,10 @@ class ModelLedger:
                 self._fetch_vector(digest, f"accepted update {digest.hex()[:12]}", size=model.shape[0])
                 for digest in self.client.accepted_updates(self.alliance_id, previous)
             ]
-            model = next_model(model, accepted, self.rule)
+            # covey_trust compares the updates to the last step that moved the model: rounds before
+            # `previous`, already replayed and cached here, so every voter derives the same reference.
+            reference = trust_reference(self.model_for_round, previous) if needs_reference(self.rule) else None
+            model = next_model(model, accepted, self.rule, reference)
             self._models[previous + 1] = model
             if self.publish and accepted:
                 self.store.put(encode_update(model, MODEL_DTYPE))

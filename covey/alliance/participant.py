@@ -9,7 +9,9 @@ is due, once: a proposer trains from the round's global model and commits the ha
 then uploads the bytes once proposals close (so nobody can copy them); a voter fetches every
 committed update, checks it against its hash, recomputes the robust aggregate, scores each update on
 its own data (`scoring.accept_mask`) and commit-reveals its per-update votes with the hash of the
-model the round started from. A `Behaviour` turns a member into an attacker for tests and the demo.
+model the round started from. Under `covey_trust` a voter votes what the rule keeps instead
+(`scoring.trust_votes`), from public data only, so honest voters agree whatever data they hold.
+A `Behaviour` turns a member into an attacker for tests and the demo.
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ from covey.alliance.aggregators._base import AggregationError
 from covey.alliance.canonical import FloatDtype, decode_update, encode_update
 from covey.alliance.client import AllianceClient, Phase, RoundRole
 from covey.alliance.ledger import ModelLedger
-from covey.alliance.rules import aggregate_by_rule
-from covey.alliance.scoring import accept_mask, score_updates
+from covey.alliance.rules import aggregate_by_rule, needs_reference, trust_reference
+from covey.alliance.scoring import accept_mask, score_updates, trust_votes
 from covey.alliance.spec import AllianceSpec
 from covey.errors import StorageError
 from covey.ml import TrainConfig, evaluate, flatten, train, unflatten
@@ -240,7 +242,7 @@ class Participant:
                 fetched[index] = vector
         if missing and not self._stop_waiting(round_number):
             return None
-        honest_mask = self._judge(base, fetched)
+        honest_mask = self._judge(round_number, base, fetched)
         committed_mask = sum(1 << index for index, _ in committed)
         if self.behaviour.vote == "invert":
             mask = ~honest_mask & committed_mask
@@ -250,21 +252,28 @@ class Participant:
             mask = honest_mask
         return mask, self.ledger.hash_for_round(round_number)
 
-    def _judge(self, base: np.ndarray, updates: dict[int, np.ndarray]) -> int:
-        """Accept each fetched update that passes `accept_mask` against the rule's aggregate of all of them."""
+    def _judge(self, round_number: int, base: np.ndarray, updates: dict[int, np.ndarray]) -> int:
+        """The honest accept mask over the fetched updates, by proposer index.
+
+        Under `covey_trust`: what the rule keeps against the round's reference (`trust_votes`).
+        Otherwise: each update that passes `accept_mask` against the rule's aggregate of all of them.
+        """
         if not updates:
             return 0
         indices = sorted(updates)
         vectors = [updates[i] for i in indices]
-        candidate = aggregate_by_rule(self._rule, vectors)
-        deltas = score_updates(base, vectors, self._evaluate)
-        accepted = accept_mask(
-            deltas,
-            vectors,
-            candidate,
-            min_score_delta=self.spec.min_score_delta,
-            max_distance_ratio=self.spec.max_distance_ratio,
-        )
+        if needs_reference(self._rule):
+            accepted = trust_votes(vectors, trust_reference(self.ledger.model_for_round, round_number))
+        else:
+            candidate = aggregate_by_rule(self._rule, vectors)
+            deltas = score_updates(base, vectors, self._evaluate)
+            accepted = accept_mask(
+                deltas,
+                vectors,
+                candidate,
+                min_score_delta=self.spec.min_score_delta,
+                max_distance_ratio=self.spec.max_distance_ratio,
+            )
         return sum(1 << index for index, ok in zip(indices, accepted, strict=True) if ok)
 
     def _fetch_update(self, digest: bytes, size: int) -> np.ndarray | None:

@@ -4,9 +4,9 @@ Every participant recomputes the round's aggregate from the same committed updat
 parameters must follow from the updates themselves: the Byzantine budget is `ceil(0.3 * n)` capped
 at what the rule can tolerate for that `n`. FLTrust is not here: its root update comes from training,
 which is not bit-for-bit reproducible across machines, so voters could not agree on its hash.
-`covey.alliance.aggregators.trust` takes its reference direction from public history instead:
-`trust_reference` below, the last global step that moved the model, which every participant
-replays bit for bit (it has no on-chain id yet: the contract accepts ids up to 5).
+`covey_trust` (`covey.alliance.aggregators.trust`) takes its reference direction from public history
+instead: `trust_reference` below, the last global step that moved the model, which every participant
+replays bit for bit, so the ledger and the voters pass it as `reference=`; no other rule takes one.
 
     id  rule               with n updates
     0   covey_default      clip to the median norm, trim ceil(0.3 n) per side (capped at (n-1)//2)
@@ -15,6 +15,12 @@ replays bit for bit (it has no on-chain id yet: the contract accepts ids up to 5
     3   trimmed_mean       trim ratio 0.2
     4   krum               f = min(ceil(0.3 n), (n - 3) // 2); the mean below 3 updates
     5   multi_krum         the same f, m = n - f; the mean below 3 updates
+    6   covey_trust        the mean of the updates `trust_mask` keeps against `trust_reference`
+                           (the round's own covey_default aggregate before any step moved the model)
+
+covey_trust needs 3 or more proposers a round (`min_proposers`): with 2, the covey_default aggregate
+it compares to is the mean of two clipped updates, which a sign-flipped one turns its way, so the rule
+keeps the flip and drops the honest update (measured on breast cancer with the demo's 2 proposers).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from covey.alliance.aggregators import (
     AggregationError,
     coordinate_median,
     covey_default,
+    covey_trust,
     fedavg,
     krum,
     multi_krum,
@@ -36,9 +43,18 @@ from covey.alliance.aggregators import (
 )
 from covey.alliance.aggregators._base import Vector, as_vector, check_int, l2_norm
 
-RULE_NAMES: tuple[str, ...] = ("covey_default", "fedavg", "coordinate_median", "trimmed_mean", "krum", "multi_krum")
+RULE_NAMES: tuple[str, ...] = (
+    "covey_default",
+    "fedavg",
+    "coordinate_median",
+    "trimmed_mean",
+    "krum",
+    "multi_krum",
+    "covey_trust",
+)
 TRIMMED_MEAN_RATIO = 0.2
 KRUM_MIN_UPDATES = 3
+TRUST_MIN_PROPOSERS = 3
 
 
 def rule_id(name: str) -> int:
@@ -55,10 +71,16 @@ def rule_name(rule: int) -> str:
     return RULE_NAMES[rule]
 
 
-def aggregate_by_rule(rule: int, updates: Sequence[np.ndarray]) -> Vector:
-    """The aggregate of `updates` under on-chain rule id `rule`, as float64 (deterministic, see the table above)."""
+def aggregate_by_rule(rule: int, updates: Sequence[np.ndarray], reference: np.ndarray | None = None) -> Vector:
+    """The aggregate of `updates` under on-chain rule id `rule`, as float64 (deterministic, see the table above).
+
+    `reference` is the round's `trust_reference` for `covey_trust` (None in the first round); the
+    other rules are functions of the updates alone and ignore it.
+    """
     name = rule_name(rule)
     n_updates = len(updates)
+    if name == "covey_trust":
+        return covey_trust(updates, reference)
     if name == "covey_default":
         return covey_default(updates)
     if name == "fedavg":
@@ -75,15 +97,30 @@ def aggregate_by_rule(rule: int, updates: Sequence[np.ndarray]) -> Vector:
     return multi_krum(updates, n_byzantine, n_updates - n_byzantine)
 
 
-def next_model(base: np.ndarray, accepted_updates: Sequence[np.ndarray], rule: int) -> Vector:
-    """The global model after a round: `base + aggregate(accepted)`, or `base` when nothing was accepted (float64)."""
+def next_model(
+    base: np.ndarray, accepted_updates: Sequence[np.ndarray], rule: int, reference: np.ndarray | None = None
+) -> Vector:
+    """The global model after a round: `base + aggregate(accepted)`, or `base` when nothing was accepted (float64).
+
+    `reference` goes to `aggregate_by_rule`: the round's `trust_reference` for `covey_trust`, else None.
+    """
     model = as_vector(base, "next_model: base")
     if not accepted_updates:
         return model
-    step = aggregate_by_rule(rule, accepted_updates)
+    step = aggregate_by_rule(rule, accepted_updates, reference)
     if step.shape != model.shape:
         raise AggregationError(f"next_model: updates have {step.shape[0]} coordinates, the model {model.shape[0]}")
     return model + step
+
+
+def min_proposers(rule: int) -> int:
+    """The fewest proposers a round of an alliance with on-chain rule id `rule` should draw to resist one poisoner."""
+    return TRUST_MIN_PROPOSERS if needs_reference(rule) else 1
+
+
+def needs_reference(rule: int) -> bool:
+    """Whether on-chain rule id `rule` aggregates against `trust_reference` (only `covey_trust` does)."""
+    return rule_name(rule) == "covey_trust"
 
 
 def trust_reference(model_for_round: Callable[[int], np.ndarray], round_number: int) -> Vector | None:

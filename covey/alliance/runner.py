@@ -31,7 +31,7 @@ from covey.alliance.client import AllianceClient, AllianceParams, Phase
 from covey.alliance.ledger import ModelLedger
 from covey.alliance.participant import Behaviour, Participant
 from covey.alliance.privacy import DPConfig
-from covey.alliance.rules import rule_id
+from covey.alliance.rules import min_proposers, rule_id
 from covey.alliance.spec import AllianceSpec
 from covey.alliance.worker import KEY_ENV as WORKER_KEY_ENV
 from covey.chain.alliance_deploy import ensure_alliance
@@ -89,7 +89,12 @@ class RunConfig:
             Behaviour.named(name)  # a typo fails here, before anything is staked
         if self.stakes_cov and len(self.stakes_cov) != len(self.behaviours):
             raise ValidationError(f"stakes_cov has {len(self.stakes_cov)} entries for {len(self.behaviours)} members")
-        rule_id(self.rule)
+        fewest = min_proposers(rule_id(self.rule))
+        if self.proposers < fewest:
+            raise ValidationError(
+                f"{self.rule} needs at least {fewest} proposers a round, got {self.proposers}: "
+                "with fewer, one poisoner's update can turn the aggregate it is judged against"
+            )
 
     def stake_of(self, index: int) -> int:
         """Member `index`'s stake in COV wei."""

@@ -28,6 +28,8 @@ Which robust rules combine with it (`SECURE_AGG_COMPATIBILITY`):
     krum, multi_krum             no: needs pairwise distances between individual updates
     fltrust, fltrust_committee   no: needs each update's direction and norm
     covey_default                no: clips to the median norm of individual updates, then trims
+    covey_trust                  no: keeps or drops each update by its cosine with the reference,
+                                 its norm against the median, and whether it copies another
     per-update voter scoring     no: voters cannot evaluate an update they cannot see, so a
                                  round can only be judged as a whole; an honest proposer then
                                  shares the fate of a poisoner in the same round
@@ -59,6 +61,7 @@ SECURE_AGG_COMPATIBILITY: Mapping[str, str] = MappingProxyType(
         "fltrust": "incompatible: needs each update's direction and norm",
         "fltrust_committee": "incompatible: needs each update's direction and norm",
         "covey_default": "incompatible: clips to the median norm of individual updates, then trims",
+        "covey_trust": "incompatible: judges each update by its cosine with the reference, its norm and its bytes",
     }
 )
 

@@ -48,19 +48,23 @@ def create(
     phase: int = typer.Option(60, help="Seconds per phase (proposals, vote commits, reveals)."),
     rule: str = typer.Option(
         "covey_default",
-        help="Aggregation rule (covey_default, fedavg, coordinate_median, trimmed_mean, krum, multi_krum).",
+        help="Aggregation rule (covey_default, fedavg, coordinate_median, trimmed_mean, krum, multi_krum, "
+        "covey_trust; covey_trust needs 3 or more proposers).",
     ),
     from_: str | None = FROM_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Publish a model spec and initial model to the store and create an alliance funded by you."""
     from covey.alliance.client import AllianceParams
-    from covey.alliance.rules import rule_id
+    from covey.alliance.rules import min_proposers, rule_id
     from covey.alliance.spec import AllianceSpec
     from covey.storage import open_store
 
     if not 0 <= slash_percent <= 100:
         raise ValidationError(f"slash percent must be between 0 and 100, got {slash_percent}")
+    fewest_proposers = min_proposers(rule_id(rule))
+    if proposers < fewest_proposers:
+        raise ValidationError(f"{rule} needs at least {fewest_proposers} proposers a round, got {proposers}")
     spec = AllianceSpec.for_dataset(dataset)
     with open_context() as ctx:
         signer = ctx.signer(from_)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from covey.alliance import AGGREGATORS, AggregationError, fedavg, secure_agg
+from covey.alliance.rules import RULE_NAMES
 from covey.alliance.secure_agg import (
     DEFAULT_SCALE_BITS,
     check_rule_compatible,
@@ -79,11 +80,12 @@ def test_weighted_fedavg_runs_on_masked_updates() -> None:
 
 
 def test_rules_that_need_individual_updates_are_refused() -> None:
+    every_rule = set(AGGREGATORS) | set(RULE_NAMES)  # the registry's, and the alliance's on-chain ones
     check_rule_compatible("fedavg")
-    for rule_name in sorted(set(AGGREGATORS) - {"fedavg"}):
+    for rule_name in sorted(every_rule - {"fedavg"}):
         with pytest.raises(AggregationError, match=f"{rule_name} cannot run on masked updates"):
             check_rule_compatible(rule_name)
-    assert set(secure_agg.SECURE_AGG_COMPATIBILITY) == set(AGGREGATORS)
+    assert set(secure_agg.SECURE_AGG_COMPATIBILITY) == every_rule
 
 
 def test_pair_seeds_agree_for_either_order_and_differ_per_pair() -> None:

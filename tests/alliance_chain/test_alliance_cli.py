@@ -49,6 +49,15 @@ def test_create_join_and_status(cli, world) -> None:
     assert on_chain.member_count == 1 and on_chain.spec_hash.hex() == created["spec"].removeprefix("sha256:")
 
 
+def test_create_with_covey_trust_needs_three_proposers(cli, world) -> None:
+    created = cli("create", "--rule", "covey_trust", "--proposers", "3", "--pool", "10", "--from", "dev0")
+
+    assert cli("status", str(created["allianceId"]))["rule"] == "covey_trust"
+    result = CliRunner().invoke(app, ["create", "--rule", "covey_trust", "--proposers", "2", "--from", "dev0"])
+    assert result.exit_code != 0
+    assert "covey_trust needs at least 3 proposers" in str(result.exception or result.output)
+
+
 @pytest.mark.e2e
 def test_run_plays_every_member_in_its_own_process(cli) -> None:
     result = cli("run", "--members", "5", "--rounds", "1", "--phase", "60")

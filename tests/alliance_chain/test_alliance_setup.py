@@ -54,7 +54,7 @@ def test_creation_and_top_ups_are_logged(world) -> None:
         ({"propose_duration_s": 0}, "alliance: bad propose duration"),
         ({"commit_duration_s": 30 * 86_400 + 1}, "alliance: bad commit duration"),
         ({"reveal_duration_s": 0}, "alliance: bad reveal duration"),
-        ({"rule_id": 6}, "alliance: unknown aggregation rule"),
+        ({"rule_id": 7}, "alliance: unknown aggregation rule"),
     ],
 )
 def test_creation_rejects_bad_parameters(world, overrides, reason) -> None:

@@ -142,8 +142,10 @@ MAX_ROUNDS: public(constant(uint256)) = 10_000
 # @dev The longest phase a creator may set: 30 days.
 MAX_PHASE_DURATION: public(constant(uint256)) = 30 * 86_400
 
-# @dev Aggregation rule ids 0..MAX_RULE_ID (see `covey.alliance.rules`).
-MAX_RULE_ID: public(constant(uint8)) = 5
+# @dev Aggregation rule ids 0..MAX_RULE_ID: 0 covey_default, 1 fedavg,
+#      2 coordinate_median, 3 trimmed_mean, 4 krum, 5 multi_krum,
+#      6 covey_trust (see `covey.alliance.rules`).
+MAX_RULE_ID: public(constant(uint8)) = 6
 
 # @dev The denominator of every basis-point number.
 BPS: public(constant(uint256)) = 10_000
