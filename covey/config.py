@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -17,6 +18,8 @@ class Settings(BaseSettings):
     - `store_url`: where artifacts live (`COVEY_STORE_URL`); unset means `home/artifacts`.
     - `key`: the keystore account name or address used by commands that sign (`COVEY_KEY`).
     - `password`: the keystore password (`COVEY_PASSWORD`); unset means prompt.
+    - `chain_durability`: when the embedded chain confirms a transaction (`COVEY_CHAIN_DURABILITY`):
+      `write` (default; survives SIGKILL), `fsync` (also survives a power cut, slower) or `none`.
     """
 
     model_config = SettingsConfigDict(env_prefix="COVEY_", extra="ignore")
@@ -26,6 +29,7 @@ class Settings(BaseSettings):
     store_url: str | None = None
     key: str | None = None
     password: str | None = None
+    chain_durability: Literal["write", "fsync", "none"] = "write"
 
     @cached_property
     def data_dir(self) -> Path:

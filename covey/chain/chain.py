@@ -19,7 +19,7 @@ from eth_account.datastructures import SignedTransaction
 from eth_account.signers.local import LocalAccount
 from eth_utils import is_checksum_address, keccak
 from hexbytes import HexBytes
-from web3 import Web3
+from web3 import HTTPProvider, Web3
 from web3.contract import Contract
 from web3.contract.contract import ContractFunction
 from web3.exceptions import ContractLogicError, TimeExhausted, Web3RPCError
@@ -44,10 +44,10 @@ def dev_accounts(count: int = 10) -> list[LocalAccount]:
     """The funded dev accounts of the standard test mnemonic (the same ones anvil and hardhat fund)."""
     Account.enable_unaudited_hdwallet_features()
     accounts = [Account.from_mnemonic(DEV_MNEMONIC, account_path=f"m/44'/60'/0'/0/{i}") for i in range(count)]
-    return [FastSigningAccount(account._key_obj, Account) for account in accounts]
+    return [FastSigningAccount(account._key_obj, Account) for account in accounts]  # type: ignore[arg-type]
 
 
-class LoopbackHTTPProvider(Web3.HTTPProvider):
+class LoopbackHTTPProvider(HTTPProvider):
     """web3's HTTPProvider over one keep-alive `http.client` connection per thread, for a node on this host.
 
     requests spends ~1.5 ms of CPU per call (proxy lookups in the environment, pools, header
@@ -239,7 +239,7 @@ class Chain:
         settings = settings or get_settings()
         if settings.rpc_url:
             return cls.from_rpc(settings.rpc_url)
-        return cls.embedded(settings.subdir("chain"))
+        return cls.embedded(settings.subdir("chain"), durability=settings.chain_durability)
 
     @classmethod
     def from_rpc(cls, url: str, *, backend: str = "rpc") -> Chain:
@@ -248,19 +248,19 @@ class Chain:
             raise ValidationError(f"unsupported RPC URL {url!r}: expected http:// or https://")
         host = urlsplit(url).hostname
         if url.startswith("http://") and host in LOOPBACK_HOSTS:
-            provider: Web3.HTTPProvider = LoopbackHTTPProvider(url, timeout_s=RPC_TIMEOUT_S)
+            provider: HTTPProvider = LoopbackHTTPProvider(url, timeout_s=RPC_TIMEOUT_S)
         else:
-            provider = Web3.HTTPProvider(url, request_kwargs={"timeout": RPC_TIMEOUT_S})
+            provider = HTTPProvider(url, request_kwargs={"timeout": RPC_TIMEOUT_S})
         # web3 validates every call with eth_chainId; caching it saves two round trips per read.
         provider.cache_allowed_requests = True
         return cls(Web3(provider), backend)
 
     @classmethod
-    def embedded(cls, data_dir: Path, *, durability: Durability = "fsync") -> Chain:
+    def embedded(cls, data_dir: Path, *, durability: Durability = "write") -> Chain:
         """Open the persistent in-process chain in `data_dir`, or talk to the server that holds it.
 
-        `durability` says when a transaction counts as confirmed: "fsync" (on disk, survives a
-        power cut) or "write" (handed to the OS, survives a crash of this process); see
+        `durability` says when a transaction counts as confirmed: "write" (the default: handed to the
+        OS, survives SIGKILL or a crash of this process) or "fsync" (on disk, survives a power cut); see
         `covey.chain._embedded.node.Durability`.
         """
         from covey.chain._embedded import embedded_web3, open_node, running_server_url

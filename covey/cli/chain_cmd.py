@@ -64,6 +64,11 @@ def info(as_json: bool = JSON_OPTION) -> None:
 def serve(
     host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
     port: int = typer.Option(8545, help="TCP port."),
+    durability: str | None = typer.Option(
+        None,
+        help="When a transaction is confirmed: write (survives SIGKILL; default, or COVEY_CHAIN_DURABILITY), "
+        "fsync (also survives a power cut, slower) or none.",
+    ),
 ) -> None:
     """Serve the embedded chain as Ethereum JSON-RPC so several processes share it."""
     from covey.chain._embedded import open_node, serve_rpc
@@ -71,7 +76,7 @@ def serve(
     with open_context() as ctx:
         if ctx.settings.rpc_url:
             raise ChainError("COVEY_RPC_URL is set: `covey chain serve` serves the embedded chain only")
-        node = open_node(ctx.settings.subdir("chain"))
+        node = open_node(ctx.settings.subdir("chain"), durability=durability or ctx.settings.chain_durability)  # type: ignore[arg-type]
         try:
             console.print(f"serving the embedded chain on http://{host}:{port} (Ctrl-C to stop)")
             serve_rpc(node, host=host, port=port)

@@ -146,7 +146,7 @@ def rewards(
     with open_context() as ctx:
         delegator, address = _resolve(ctx, account), _resolve(ctx, operator)
         staking = ctx.deployment.contract(ctx.chain, "Staking")
-        data = {
+        data: dict[str, Any] = {
             "delegator": delegator,
             "operator": address,
             "role": parsed_role.name.lower(),

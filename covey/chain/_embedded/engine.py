@@ -233,7 +233,7 @@ class _TransactionExecutor(_PRAGUE_STATE.transaction_executor_class):  # type: i
             value=transaction.value,
             data=data,
             code=code,
-            create_address=created,
+            create_address=created,  # type: ignore[arg-type]  # None for calls, as py-evm itself passes
             refund=refund,
             is_delegation=is_delegation,
         )

@@ -54,7 +54,9 @@ _MAX_UINT256 = 2**256 - 1
 #   writes of the last flush (a few ms); snapshots are always fsynced.
 # - "none": never fsynced outside snapshots; for throwaway test chains.
 Durability = Literal["fsync", "write", "none"]
-DEFAULT_DURABILITY: Durability = "fsync"
+# "write" is the default: the design asks that confirmed transactions survive SIGKILL, which it
+# meets, and it roughly doubles single-client throughput on disks with slow flushes.
+DEFAULT_DURABILITY: Durability = "write"
 
 
 class EmbeddedNode:
