@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -39,7 +40,8 @@ from covey.chain import Chain, dev_accounts
 from covey.chain.deploy import Deployment, manifest_path
 from covey.chain.faucet import fund
 from covey.chain.roles import Role
-from covey.ml import default_spec
+from covey.ml import TaskSpec, default_spec
+from covey.ml.train import TrainConfig, train
 from covey.storage import open_store
 from tests.arena.conftest import CLI_ENTRY, COV, ArenaEnv, deploy_with_arena
 from tests.support import free_port, wait_for_rpc
@@ -158,6 +160,18 @@ def _stake(
     chain.transact(client.staking.functions.stake(role, cov * COV), account)
 
 
+def _time_training(spec: TaskSpec, epochs: int) -> float:
+    """Seconds this machine takes now to train `spec`'s model for `epochs` on one thread, as a trainer node does."""
+    hints = spec.train
+    config = TrainConfig(
+        epochs=epochs, lr=hints.lr, batch_size=hints.batch_size, max_steps=hints.max_steps, seed=1, num_threads=1
+    )
+    data = spec.load_split().public_train
+    started = time.monotonic()
+    train(spec.build_model(), data, config, progress=False)
+    return time.monotonic() - started
+
+
 def test_node_processes_complete_a_task_on_their_own(covey_home: Path, tmp_path: Path) -> None:
     store_dir = tmp_path / "shared-store"
     port = free_port()
@@ -202,6 +216,11 @@ def test_node_processes_complete_a_task_on_their_own(covey_home: Path, tmp_path:
         for name in processes:
             _wait_for_line(tmp_path / f"{name}.log", "watching chain", timeout_s=120)
 
+        spec = default_spec("digits")
+        # Real-time phases must fit the nodes' work on this machine as loaded now: two trainers train at
+        # once (the slower for 10 epochs), then validators score every submission. Time that training.
+        train_s = _time_training(spec, epochs=10)
+        phases_s = (30 + math.ceil(4 * train_s), 20 + math.ceil(train_s), 30 + math.ceil(2 * train_s), 20)
         creator = accounts[7]
         fund(chain, deployment, creator.address)
         posted = post_task(
@@ -209,9 +228,9 @@ def test_node_processes_complete_a_task_on_their_own(covey_home: Path, tmp_path:
             creator,
             open_store(str(store_dir), covey_home),
             covey_home,
-            default_spec("digits"),
+            spec,
             reward_pool=100 * COV,
-            deadlines=Deadlines.after(client.now(), 40, 20, 30, 20),
+            deadlines=Deadlines.after(client.now(), *phases_s),
             min_trainer_stake=10 * COV,
             min_validator_stake=100 * COV,
         )
@@ -221,7 +240,8 @@ def test_node_processes_complete_a_task_on_their_own(covey_home: Path, tmp_path:
             shutil.copy(posted.key_path, keys)
 
         for name, process in processes.items():
-            assert process.wait(timeout=300) == 0, (tmp_path / f"{name}.log").read_text(errors="replace")
+            log = (tmp_path / f"{name}.log").read_text
+            assert process.wait(timeout=sum(phases_s) + 240) == 0, log(errors="replace")
         report = task_report(client, posted.task_id)
         assert report["settled"]
         by_trainer = {row["trainer"]: row for row in report["submissions"]}
