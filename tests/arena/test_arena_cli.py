@@ -100,7 +100,7 @@ def test_a_task_from_the_command_line(covey_home: Path, tmp_path: Path) -> None:
     travel(covey_home, HOUR_S)
     assert covey_json(covey_home, "arena", "validate", "--task", task, "--from", "dev2", "--no-wait")["revealed"]
     predicted = covey_json(covey_home, "arena", "leaderboard", "--task", task)
-    assert not predicted["settled"] and predicted["winner"] == trainer.address
+    assert not predicted["settled"] and predicted["winner"] == trainer.address, predicted
 
     travel(covey_home, HOUR_S)
     settled = covey_json(covey_home, "arena", "finalize", "--task", task, "--from", "dev3")
