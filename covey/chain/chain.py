@@ -396,11 +396,16 @@ class Chain:
         return receipt
 
     def _replay_reason(self, tx: dict[str, Any], sender: str, block_number: int) -> str:
-        """Re-run a failed transaction as a call to learn its revert reason."""
+        """Re-run a failed transaction as a call to learn its revert reason.
+
+        First on the state before its block; then on its block's own state, because a check against
+        `block.timestamp` (a deadline) may pass on the older block's time and fail only on the newer one.
+        """
         call: dict[str, Any] = {k: tx[k] for k in ("to", "data", "value", "gas") if k in tx}
         call["from"] = sender
-        try:
-            self.w3.eth.call(call, block_identifier=max(block_number - 1, 0))  # type: ignore[arg-type]
-        except (ContractLogicError, Web3RPCError) as exc:
-            return revert_reason(exc)
+        for replay_block in dict.fromkeys((max(block_number - 1, 0), block_number)):
+            try:
+                self.w3.eth.call(call, block_identifier=replay_block)  # type: ignore[arg-type]
+            except (ContractLogicError, Web3RPCError) as exc:
+                return revert_reason(exc)
         return "out of gas or reverted without a reason"
