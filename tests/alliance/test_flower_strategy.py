@@ -77,3 +77,53 @@ def test_four_replies_one_sign_flipped_and_one_error_give_covey_defaults_next_mo
     plain_mean = np.array(BASE) + np.mean(updates, axis=0)
     assert np.abs(np.array(result["model"]) - plain_mean).max() > 0.05  # not FedAvg: the flip lost its pull
     assert result["failures"] == {"1": ["boom"]}
+
+
+TWO_ROUNDS = """
+import json, sys
+from types import SimpleNamespace
+import numpy as np
+from flwr.app import ConfigRecord, MetricRecord, RecordDict
+from flwr.supercore.task_identity import TaskIdentity
+from covey.alliance.flower.strategy import CoveyStrategy, model_record, model_vector
+
+base, first, second = (np.array(v) for v in json.loads(sys.argv[1]))
+TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
+grid = SimpleNamespace(get_node_ids=lambda: [11, 12, 13, 14, 15])
+strategy = CoveyStrategy("covey_trust", members=5, train_nodes=4, evaluate_nodes=0)
+models = []
+for server_round, updates in ((1, first), (2, second)):
+    list(strategy.configure_train(server_round, model_record(base), ConfigRecord(), grid))
+    replies = [
+        SimpleNamespace(has_error=lambda: False, content=RecordDict(
+            {"arrays": model_record(base + u), "metrics": MetricRecord({"num-examples": 10})}))
+        for u in updates
+    ]
+    arrays, _ = strategy.aggregate_train(server_round, replies)
+    base = model_vector(arrays)
+    models.append(base.tolist())
+print(json.dumps(models))
+"""
+
+
+def test_covey_trust_in_flower_compares_round_two_with_round_ones_step(flower_python: Path) -> None:
+    first = [*HONEST, SIGN_FLIPPED]
+    second = [[0.11, 0.19, -0.1, 0.0], [0.1, 0.2, -0.09, 0.01], [0.08, 0.22, -0.11, 0.0], SIGN_FLIPPED]
+    done = subprocess.run(
+        [str(flower_python), "-c", TWO_ROUNDS, json.dumps([BASE, first, second])],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+        check=True,
+    )
+    after_first, after_second = (np.array(m) for m in json.loads(done.stdout.strip().splitlines()[-1]))
+
+    rule = rule_id("covey_trust")
+    expected_first = next_model(np.array(BASE), [np.array(u) for u in first], rule, None)
+    np.testing.assert_allclose(after_first, expected_first, rtol=0, atol=1e-12)
+    reference = expected_first - np.array(BASE)  # the step round 1 took, as every alliance voter replays it
+    expected_second = next_model(expected_first, [np.array(u) for u in second], rule, reference)
+    np.testing.assert_allclose(after_second, expected_second, rtol=0, atol=1e-12)
+    honest_mean = expected_first + np.mean(second[:3], axis=0)
+    np.testing.assert_allclose(after_second, honest_mean, rtol=0, atol=1e-9)  # the flip is dropped against the step

@@ -16,7 +16,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
 from covey.alliance.aggregators import AggregationError
-from covey.alliance.rules import next_model, rule_id
+from covey.alliance.rules import needs_reference, next_model, rule_id, trust_reference
 
 NUM_EXAMPLES_KEY = "num-examples"  # FedAvg's default `weighted_by_key`; Covey's rules ignore the weights
 
@@ -58,7 +58,7 @@ class CoveyStrategy(FedAvg):
         self.rule_name = rule
         self.rule = rule_id(rule)
         self.failures: dict[int, list[str]] = {}
-        self._sent: dict[int, np.ndarray] = {}
+        self._sent: dict[int, np.ndarray] = {}  # round -> the global model it started from
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -76,8 +76,10 @@ class CoveyStrategy(FedAvg):
             self.failures[server_round] = [str(message.error.reason) for message in failed]
         if not valid:
             return None, None
-        base = self._sent.pop(server_round)
+        base = self._sent[server_round]
         contents = [message.content for message in valid]
         updates = [model_vector(content[self.arrayrecord_key]) - base for content in contents]
-        model = next_model(base, updates, self.rule)
+        # covey_trust compares updates with the last global step, replayed from the rounds' start models.
+        reference = trust_reference(self._sent.__getitem__, server_round) if needs_reference(self.rule) else None
+        model = next_model(base, updates, self.rule, reference)
         return model_record(model), self.train_metrics_aggr_fn(contents, self.weighted_by_key)
