@@ -347,7 +347,9 @@ def train(
     with open_context() as ctx:
         account = ctx.signer(from_)
         rental = (
-            _rental(ctx, max_price, units, seconds_per_unit, cpu, memory_mb, bid_window, rent_timeout) if rent else None
+            build_rental(ctx, max_price, units, seconds_per_unit, cpu, memory_mb, bid_window, rent_timeout)
+            if rent
+            else None
         )
         node = TrainerNode(
             arena_client(ctx),
@@ -368,7 +370,7 @@ def train(
         _print_record(node, task, as_json)
 
 
-def _rental(
+def build_rental(
     ctx: Context,
     max_price: str,
     units: int,

@@ -6,7 +6,15 @@ import typer
 
 from covey.cli._context import open_context
 from covey.cli._output import console, print_json, table
-from covey.cli.arena_cmd import FROM_OPTION, JSON_OPTION, arena_client, hyperparams, node_kwargs, stop_on_signals
+from covey.cli.arena_cmd import (
+    FROM_OPTION,
+    JSON_OPTION,
+    arena_client,
+    build_rental,
+    hyperparams,
+    node_kwargs,
+    stop_on_signals,
+)
 from covey.errors import ValidationError
 
 app = typer.Typer(
@@ -30,6 +38,9 @@ def run(
     seed: int | None = typer.Option(None, help="Trainer: training seed (default: from the address)."),
     threads: int = typer.Option(1, help="Torch threads for training or scoring."),
     adversary: str | None = typer.Option(None, help="Misbehave on purpose, for demos: junk, replay (trainer), lazy."),
+    rent: bool = typer.Option(False, "--rent", help="Trainer: rent a compute-market provider for every task."),
+    max_price: str = typer.Option("0.0001", "--max-price", help="With --rent: most USD paid per unit-second."),
+    units: int = typer.Option(1, "--units", min=1, help="With --rent: seeds trained per task; best is submitted."),
     from_: str | None = FROM_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
@@ -43,6 +54,8 @@ def run(
         raise ValidationError(f"unknown node role {role!r}: choose trainer or validator")
     if adversary is not None and adversary not in ADVERSARIES[role]:
         raise ValidationError(f"a {role} cannot be a {adversary!r} adversary: choose {', '.join(ADVERSARIES[role])}")
+    if rent and (role != "trainer" or adversary is not None):
+        raise ValidationError("--rent is for honest trainer nodes")
     with open_context() as ctx:
         client = arena_client(ctx)
         account = ctx.signer(from_)
@@ -51,7 +64,8 @@ def run(
         if role == "trainer":
             trainer_class = {None: TrainerNode, "junk": JunkTrainer, "replay": ReplayCopycat}[adversary]
             params = hyperparams(epochs, lr, batch_size, arch, seed, threads)
-            node = trainer_class(client, account, hyperparams=params, **parts)
+            rental = build_rental(ctx, max_price, units, 60, 1, 2048, 10, "15m") if rent else None
+            node = trainer_class(client, account, hyperparams=params, rental=rental, **parts)
         else:
             validator_class = LazyValidator if adversary == "lazy" else ValidatorNode
             node = validator_class(client, account, num_threads=threads, **parts)
