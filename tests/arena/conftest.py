@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +26,22 @@ PHASE_S = 600
 
 # The `covey` command, run as `python -c CLI_ENTRY ARGS...` so subprocesses use this interpreter.
 CLI_ENTRY = "import sys; from covey.cli.app import main; main(sys.argv[1:])"
+
+
+def run_covey(home: Path, *args: str, rpc_url: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `covey ARGS...` as a user would: its own process, this data directory, no other COVEY_ settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COVEY_")}
+    env["COVEY_HOME"] = str(home)
+    if rpc_url is not None:
+        env["COVEY_RPC_URL"] = rpc_url
+    return subprocess.run(
+        [sys.executable, "-c", CLI_ENTRY, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def deploy_with_arena(chain: Chain) -> Deployment:

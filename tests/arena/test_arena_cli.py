@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,22 +13,13 @@ from covey.arena import ArenaClient
 from covey.chain import Chain, dev_accounts
 from covey.chain.faucet import fund
 from covey.chain.roles import Role
-from tests.arena.conftest import CLI_ENTRY, COV, deploy_with_arena
+from tests.arena.conftest import COV, deploy_with_arena, run_covey
 
 HOUR_S = 3_600
 
 
 def covey(home: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COVEY_")}
-    env["COVEY_HOME"] = str(home)
-    result = subprocess.run(
-        [sys.executable, "-c", CLI_ENTRY, *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        stdin=subprocess.DEVNULL,
-    )
+    result = run_covey(home, *args)
     if check:
         assert result.returncode == 0, result.stderr
     return result

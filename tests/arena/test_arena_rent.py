@@ -9,9 +9,7 @@ connection running units in its sandbox, and the `covey` command in a subprocess
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,7 +29,7 @@ from covey.compute.provider import PricingRule, ProviderAgent
 from covey.compute.sandbox import Sandbox
 from covey.ml import default_spec, evaluate, load_weights
 from covey.storage import open_store, sha256_hex
-from tests.arena.conftest import CLI_ENTRY, COV, ArenaEnv
+from tests.arena.conftest import COV, ArenaEnv, run_covey
 
 pytestmark = pytest.mark.e2e
 
@@ -139,16 +137,7 @@ def test_a_rental_nobody_bids_for_is_cancelled_and_refunded(market_env: ArenaEnv
 
 
 def covey(home: Path, rpc: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COVEY_")}
-    env.update(COVEY_HOME=str(home), COVEY_RPC_URL=rpc)
-    return subprocess.run(
-        [sys.executable, "-c", CLI_ENTRY, *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        stdin=subprocess.DEVNULL,
-    )
+    return run_covey(home, *args, rpc_url=rpc)
 
 
 def test_covey_arena_train_rent_from_the_command_line(market_env: ArenaEnv, anvil_url: str, tmp_path: Path) -> None:
