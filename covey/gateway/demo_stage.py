@@ -34,6 +34,7 @@ from covey.config import Settings
 from covey.gateway.app import GatewayConfig, build_gateway
 from covey.gateway.backend import LocalBackend
 from covey.gateway.demo_model import publish_language_model
+from covey.gateway.errors import GatewayError
 from covey.gateway.host import HostConfig, create_host_app
 from covey.gateway.models import ModelCatalog, ServedModel, find_arena, model_id_for_task
 from covey.gateway.pricing import quote, usd
@@ -150,7 +151,7 @@ async def ask(
     base_url: str, agent: LocalAccount, chain_id: int, token: str, model_id: str, questions: list[list[dict[str, str]]]
 ) -> list[dict[str, Any]]:
     """The agent: the official openai client over the official x402 httpx client, paying per request."""
-    from openai import AsyncOpenAI
+    from openai import APIStatusError, AsyncOpenAI
     from x402 import x402Client
     from x402.http.clients import x402HttpxClient
     from x402.mechanisms.evm.exact import ExactEvmScheme
@@ -164,13 +165,17 @@ async def ask(
     async with x402HttpxClient(payer, timeout=120) as http:
         client = AsyncOpenAI(base_url=f"{base_url}/v1", api_key="paid-with-x402", http_client=http)
         for messages in questions:
-            raw = await client.chat.completions.with_raw_response.create(
-                model=model_id,
-                messages=messages,  # type: ignore[arg-type]
-                max_tokens=MAX_TOKENS,
-                temperature=0.8,
-                seed=len(answers),
-            )
+            try:
+                raw = await client.chat.completions.with_raw_response.create(
+                    model=model_id,
+                    messages=messages,  # type: ignore[arg-type]
+                    max_tokens=MAX_TOKENS,
+                    temperature=0.8,
+                    seed=len(answers),
+                )
+            except APIStatusError as exc:
+                refused = f"the gateway refused the agent's request {len(answers) + 1}: {_reason(exc)}"
+                raise GatewayError(refused) from exc
             reply = raw.parse()
             receipt = decode_payment_response(raw.headers["PAYMENT-RESPONSE"])
             answers.append(
@@ -181,6 +186,18 @@ async def ask(
                 }
             )
     return answers
+
+
+def _reason(exc: Any) -> str:
+    """The status and the gateway's own reason (its JSON error body), for a one-line message."""
+    try:
+        body = exc.response.json()
+    except ValueError:
+        return f"HTTP {exc.status_code}"
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict):
+        error = error.get("message") or error.get("code")
+    return f"HTTP {exc.status_code}: {error or body}"
 
 
 def _consensus_model(ctx: StageContext, catalog: ModelCatalog, arena: str, task_id: int | None) -> ServedModel:
