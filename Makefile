@@ -7,8 +7,12 @@ NODE_STAMP := node_modules/.covey-installed
 # Flower (the alliance's scale-out path) lives in a venv inside .venv: flwr 1.42 pins older typer, rich,
 # fastapi and uvicorn than Covey's (requirements/flower.in names its version).
 FLOWER_VENV := $(VENV)/flower
-LOCKS := requirements/nodeps.lock.txt requirements/covey.lock.txt
-PIP_QUIET := --quiet --no-warn-script-location
+LOCKS := requirements/bootstrap.lock.txt requirements/covey.lock.txt requirements/nodeps.lock.txt
+UV := $(VENV)/bin/uv
+UV_PIP := UV_PYTHON_DOWNLOADS=never $(UV) pip
+# torch's CPU build (2.13.0+cpu, in the lock) is not on PyPI: it comes from pip's find-links (/opt/wheels here).
+FIND_LINKS ?= $(or $(PIP_FIND_LINKS),$(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null))
+UV_FLAGS := --quiet --require-hashes $(if $(FIND_LINKS),--find-links $(FIND_LINKS))
 FLOWER_STAMP := $(FLOWER_VENV)/.covey-installed
 # Tests mostly wait on nodes, servers and subprocesses: two workers keep a 2-core machine busy.
 TEST_WORKERS ?= 2
@@ -18,27 +22,25 @@ PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15
 
 all: test
 
-# Every install comes from a committed, hash-pinned lock (requirements/*.lock.txt; `make lock` re-resolves them,
-# scripts/locks.py says what each holds). pip itself comes first from the lock, so every later step runs the same pip.
+# Every install comes from a committed, hash-pinned lock (requirements/*.lock.txt, described in scripts/locks.py;
+# `make lock` re-resolves them). The venv's own pip installs uv from its lock; uv installs the rest.
 $(STAMP): pyproject.toml $(LOCKS)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install $(PIP_QUIET) --require-hashes --no-deps -r requirements/nodeps.lock.txt
-	$(PY) -m pip install $(PIP_QUIET) --require-hashes -r requirements/covey.lock.txt
-	# covey itself: no dependencies to resolve (all locked above), built by the locked setuptools.
-	$(PY) -m pip install $(PIP_QUIET) --no-deps --no-build-isolation -e .
+	@test -x $(UV) || $(PY) -m pip install --quiet --require-hashes --no-deps -r requirements/bootstrap.lock.txt
+	$(UV_PIP) sync $(UV_FLAGS) --python $(PY) requirements/covey.lock.txt
+	$(UV_PIP) install $(UV_FLAGS) --python $(PY) --no-deps -r requirements/nodeps.lock.txt
+	# covey itself: nothing to resolve (all locked above), built by the locked setuptools.
+	$(UV_PIP) install --quiet --python $(PY) --no-deps --no-build-isolation -e .
 	$(PY) scripts/locks.py check
 	@touch $(STAMP)
 
-# Flower's packages come first; everything else (covey, torch) from .venv, seen through a .pth file. pip never
-# uninstalls outside its own venv, so the older typer, rich, fastapi, starlette, uvicorn and packaging that Flower
-# pins land here and .venv keeps its own; every other shared package has one version (scripts/locks.py checks).
+# Flower's own packages live here; covey and torch come from .venv, seen through a .pth file after them.
 $(FLOWER_STAMP): $(STAMP) requirements/flower.lock.txt
 	rm -rf $(FLOWER_VENV)
-	$(PYTHON) -m venv $(FLOWER_VENV)
+	$(PYTHON) -m venv --without-pip $(FLOWER_VENV)
 	echo "import site; site.addsitedir('$$($(PY) -c 'import sysconfig; print(sysconfig.get_path("purelib"))')')" \
 		> "$$($(FLOWER_VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/covey-main-venv.pth"
-	$(FLOWER_VENV)/bin/python -m pip install $(PIP_QUIET) --require-hashes --no-deps \
-		-r requirements/flower.lock.txt
+	$(UV_PIP) install $(UV_FLAGS) --python $(FLOWER_VENV)/bin/python --no-deps -r requirements/flower.lock.txt
 	$(FLOWER_VENV)/bin/python -c 'import flwr, covey.alliance, torch'
 	@touch $(FLOWER_STAMP)
 
@@ -74,8 +76,8 @@ lint: bootstrap lock-check
 # The committed lock installs pip-tools, even when pyproject.toml has moved on from it.
 lock:
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install $(PIP_QUIET) --require-hashes --no-deps -r requirements/nodeps.lock.txt
-	$(PY) -m pip install $(PIP_QUIET) --require-hashes -r requirements/covey.lock.txt
+	@test -x $(UV) || $(PY) -m pip install --quiet --require-hashes --no-deps -r requirements/bootstrap.lock.txt
+	$(UV_PIP) install $(UV_FLAGS) --python $(PY) -r requirements/covey.lock.txt
 	$(PY) scripts/locks.py compile
 
 # Fails when pyproject.toml and the locks disagree (also run by every bootstrap and by the test suite).

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-LOCKS = ("covey.lock.txt", "flower.lock.txt", "nodeps.lock.txt")
+LOCKS = ("bootstrap.lock.txt", "covey.lock.txt", "flower.lock.txt", "nodeps.lock.txt")
 
 
 def run_check(pyproject: Path, requirements: Path) -> subprocess.CompletedProcess[str]:
@@ -21,12 +21,8 @@ def run_check(pyproject: Path, requirements: Path) -> subprocess.CompletedProces
             "check",
             "--pyproject",
             str(pyproject),
-            "--lock",
-            str(requirements / "covey.lock.txt"),
-            "--flower-lock",
-            str(requirements / "flower.lock.txt"),
-            "--nodeps-lock",
-            str(requirements / "nodeps.lock.txt"),
+            "--requirements",
+            str(requirements),
         ],
         capture_output=True,
         text=True,
