@@ -465,7 +465,7 @@ def _role_name(value: int) -> str:
 
 def _rewards(events: list[Event], address: str, names: dict[str, str]) -> list[Flow]:
     """What reached `address` as rewards: its share of pool rewards (through the Staking), delegator claims,
-    direct payments where no Staking pool existed, host payouts and compute pay."""
+    host payouts and compute pay."""
     # A module's pay event in the same transaction says which task or round a Staking reward came from.
     subjects = {
         (e.tx_hash, str(e.args.get("trainer") or e.args.get("validator") or e.args.get("account"))): e
@@ -485,10 +485,6 @@ def _rewards(events: list[Event], address: str, names: dict[str, str]) -> list[F
         elif e.contract == "Staking" and e.event == "RewardsClaimed" and e["delegator"] == address:
             note = f"delegator share claimed from {short(str(e['operator']))}"
             flows.append(Flow(e, "Staking", int(e["amount"]), note))
-        elif (e.contract, e.event) in MODULE_PAYMENTS:
-            who = e.args.get("trainer") or e.args.get("validator") or e.args.get("account")
-            if who == address and not e["viaStaking"]:
-                flows.append(Flow(e, _subject(e), int(e["amount"]), "paid directly (no Staking pool to share)"))
         elif e.contract == "HostRegistry" and e.event == "HostPaid" and e["host"] == address:
             note = f"inference revenue, with {usd(int(e['subsidy']))} Treasury subsidy"
             flows.append(Flow(e, "Gateway", int(e["amount"]) + int(e["subsidy"]), note, "USD"))

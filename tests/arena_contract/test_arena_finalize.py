@@ -124,11 +124,7 @@ def test_top_k_share_the_trainer_part_geometrically(world) -> None:
     for trainer, row in zip(trainers, rows, strict=True):
         assert world.balance(trainer.address) == row["payout"]  # no delegators: the operator gets it all
     events = world.events("TrainerPaid", receipt)
-    assert sorted((e["rank"], e["amount"], e["viaStaking"]) for e in events) == [
-        (1, paid[0], True),
-        (2, paid[1], True),
-        (3, paid[2], True),
-    ]
+    assert sorted((e["rank"], e["amount"]) for e in events) == [(1, paid[0]), (2, paid[1]), (3, paid[2])]
     record = world.task(task)
     assert record["trainerPaid"] == sum(paid)
     assert record["validatorPaid"] == VALIDATOR_PART
@@ -328,7 +324,7 @@ def test_the_winner_becomes_the_consensus_model(world) -> None:
     assert world.phase(task) == 5
 
 
-def test_a_winner_without_a_staking_pool_is_paid_directly(world) -> None:
+def test_a_winner_without_a_staking_pool_is_paid_in_full_through_the_staking(world) -> None:
     (free_agent,) = world.people(1)  # an open task: no trainer stake required, none held
     (validator,) = world.validators(1)
     task = world.create_task(min_trainer_stake=0)
@@ -336,7 +332,9 @@ def test_a_winner_without_a_staking_pool_is_paid_directly(world) -> None:
     receipt = world.play(task, [free_agent], {validator.address: [s(5)]}, [validator])
 
     (paid,) = world.events("TrainerPaid", receipt)
-    assert (paid["trainer"], paid["amount"], paid["viaStaking"]) == (free_agent.address, TRAINER_PART, False)
+    assert (paid["trainer"], paid["amount"]) == (free_agent.address, TRAINER_PART)
+    rewards = [e for e in world.events("RewardDistributed", receipt, world.staking) if e["operator"] == paid["trainer"]]
+    assert [(e["operator_amount"], e["delegators_amount"]) for e in rewards] == [(TRAINER_PART, 0)]
     assert world.balance(free_agent.address) == TRAINER_PART
     assert world.cov.functions.allowance(world.arena.address, world.staking.address).call() == 0
 

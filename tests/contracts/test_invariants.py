@@ -38,7 +38,6 @@ EXPECTED_REVERTS = {
     "staking: unbonding not finished",
     "staking: nothing to withdraw",
     "staking: operator has no self-stake",
-    "staking: operator has no stake",
     "staking: amount exceeds stake",
     "staking: no rewards to claim",
     "staking: too many unbonding entries",
@@ -69,6 +68,8 @@ actions = st.one_of(
     st.tuples(st.just("stake"), operators, amounts),
     st.tuples(st.just("delegate"), delegators, operators, amounts),
     st.tuples(st.just("reward"), operators, st.integers(min_value=1, max_value=50 * COV)),
+    # A pool with no shares at all (nobody ever staked with the outsider) pays its operator everything.
+    st.tuples(st.just("reward"), st.just(OUTSIDER), st.integers(min_value=1, max_value=50 * COV)),
     st.tuples(st.just("claim"), delegators, operators),
     st.tuples(st.just("transfer"), stakers, st.sampled_from((*STAKERS, OUTSIDER)), amounts),
     st.tuples(st.just("emission")),
@@ -199,7 +200,15 @@ class Story:
             self.model.slash(operator, at_stake, slashed)
 
     def do_reward(self, operator: int, amount: int) -> None:
-        self.send(self.staking.distributeReward(self.address(operator), ROLE, amount), MODULE)
+        address = self.address(operator)
+        shares = self.staking.pools(address, ROLE).call()[1]
+        delegated = shares - self.staking.sharesOf(address, address, ROLE).call() if shares else 0
+        receipt = self.send(self.staking.distributeReward(address, ROLE, amount), MODULE)
+        assert receipt, "a module's reward to any operator never reverts"
+        [paid] = self.suite.events(self.suite.staking, "RewardDistributed", receipt)
+        assert paid["operator_amount"] + paid["delegators_amount"] == amount
+        if delegated == 0:
+            assert paid["operator_amount"] == amount, "a pool without delegators pays its operator everything"
 
     def do_claim(self, delegator: int, operator: int) -> None:
         self.send(self.staking.claimRewards(self.address(operator), ROLE), delegator)

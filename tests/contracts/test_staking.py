@@ -359,12 +359,23 @@ def test_commission_changes_do_not_touch_rewards_before_they_take_effect(suite) 
     assert staking_view(suite, "pendingRewards", alice.address, operator.address, VALIDATOR) == 75 * COV // 10
 
 
+def test_a_pool_without_shares_pays_its_operator_the_whole_reward(suite) -> None:
+    operator, arena = suite.people[:2]  # the operator never staked: its pool has no shares at all
+    suite.make_module(arena)
+    fund_module(suite, arena, 10 * COV)
+
+    receipt = suite.send(suite.staking.functions.distributeReward(operator.address, VALIDATOR, 4 * COV), arena)
+
+    [paid] = suite.events(suite.staking, "RewardDistributed", receipt)
+    assert (paid["operator_amount"], paid["commission"], paid["delegators_amount"]) == (4 * COV, 0, 0)
+    assert suite.cov.functions.balanceOf(operator.address).call() == 4 * COV
+
+
 def test_reward_reverts(suite) -> None:
     operator, arena = suite.people[:2]
     suite.make_module(arena)
     fund_module(suite, arena, 10 * COV)
     reward = suite.staking.functions.distributeReward
-    assert suite.reverts(reward(operator.address, VALIDATOR, COV), arena) == "staking: operator has no stake"
     suite.stake(operator, VALIDATOR, COV)
     assert suite.reverts(reward(operator.address, VALIDATOR, 0), arena) == "staking: zero amount"
     assert suite.reverts(reward(operator.address, 5, COV), arena) == "staking: unknown role"

@@ -421,14 +421,13 @@ event ModelConfirmed:
     stake: uint256
 
 
-# @dev `account` was paid `amount` COV for `round`; `viaStaking` false means a direct transfer.
+# @dev `account` was paid `amount` COV for `round`, through `Staking.distributeReward`.
 event Rewarded:
     allianceId: indexed(uint256)
     round: indexed(uint256)
     account: indexed(address)
     amount: uint256
     asProposer: bool
-    viaStaking: bool
 
 
 # @dev `account` was slashed `slashed` COV of the `requested` penalty.
@@ -1077,9 +1076,6 @@ def finalizeRound(allianceId: uint256):
     for v: uint256 in range(len(votes), bound=MAX_VOTERS):
         if votes[v].payout > 0:
             self._reward(allianceId, round_number, votes[v].voter, votes[v].payout, False)
-    if paid > 0:
-        # What went out directly rather than through Staking leaves an allowance behind: clear it.
-        assert extcall token.approve(staking.address, 0, default_return_value=True), "alliance: approve failed"
 
     taken_total: uint256 = 0
     for i: uint256 in range(len(proposals), bound=MAX_PROPOSERS):
@@ -1421,17 +1417,11 @@ def _updates_in(allianceId: uint256, roundNumber: uint256, accepted: bool) -> Dy
 @internal
 def _reward(allianceId: uint256, round_number: uint256, account: address, amount: uint256, as_proposer: bool):
     """
-    @dev Pay through `Staking.distributeReward` (delegators share), or
-         directly when the account's pool has no shares left (Staking refuses those).
+    @dev Pay through `Staking.distributeReward`: delegators share, and a pool
+         without shares pays the account the whole amount.
     """
-    via_staking: bool = (staticcall staking.pools(account, ROLE_PARTICIPANT)).shares > 0
-    log Rewarded(
-        allianceId=allianceId, round=round_number, account=account, amount=amount, asProposer=as_proposer, viaStaking=via_staking
-    )
-    if via_staking:
-        extcall staking.distributeReward(account, ROLE_PARTICIPANT, amount)
-    else:
-        assert extcall token.transfer(account, amount, default_return_value=True), "alliance: transfer failed"
+    log Rewarded(allianceId=allianceId, round=round_number, account=account, amount=amount, asProposer=as_proposer)
+    extcall staking.distributeReward(account, ROLE_PARTICIPANT, amount)
 
 
 @internal

@@ -254,23 +254,20 @@ event ConsensusReached:
     eligible: bool
 
 
-# @dev Emitted for each trainer paid; `viaStaking` is false when the trainer's Staking pool had no
-# shares left (nobody to share with), so the Arena paid the trainer directly.
+# @dev Emitted for each trainer paid (through `Staking.distributeReward`, so delegators share).
 event TrainerPaid:
     taskId: indexed(uint256)
     trainer: indexed(address)
     rank: uint256
     amount: uint256
-    viaStaking: bool
 
 
-# @dev Emitted for each validator paid; `viaStaking` as in `TrainerPaid`.
+# @dev Emitted for each validator paid (through `Staking.distributeReward`, as trainers are).
 event ValidatorPaid:
     taskId: indexed(uint256)
     validator: indexed(address)
     meanDeviation: uint256
     amount: uint256
-    viaStaking: bool
 
 
 # @dev Emitted for each slash; `requested` is the penalty, `slashed` what the Staking actually took
@@ -684,8 +681,6 @@ def finalize(taskId: uint256):
     payees: DynArray[address, MAX_PARTICIPANTS] = []
     payee_roles: DynArray[uint8, MAX_PARTICIPANTS] = []
     payee_amounts: DynArray[uint256, MAX_PARTICIPANTS] = []
-    payee_via_staking: DynArray[bool, MAX_PARTICIPANTS] = []
-    via_staking_total: uint256 = 0
     culprits: DynArray[address, MAX_PARTICIPANTS] = []
     culprit_roles: DynArray[uint8, MAX_PARTICIPANTS] = []
     culprit_reasons: DynArray[String[64], MAX_PARTICIPANTS] = []
@@ -708,13 +703,9 @@ def finalize(taskId: uint256):
             self._submissions[taskId][index].payout = amount
             trainer_paid += amount
             if amount > 0:
-                via_staking: bool = self._has_pool(trainer, ROLE_TRAINER)
                 payees.append(trainer)
                 payee_roles.append(ROLE_TRAINER)
                 payee_amounts.append(amount)
-                payee_via_staking.append(via_staking)
-                if via_staking:
-                    via_staking_total += amount
         elif judged and not eligible:
             self._submissions[taskId][index].slashed = t.trainerPenalty
             if t.trainerPenalty > 0:
@@ -768,13 +759,9 @@ def finalize(taskId: uint256):
             self._validators[taskId][v].payout = amount
             validator_paid += amount
             if amount > 0:
-                via_staking: bool = self._has_pool(account, ROLE_VALIDATOR)
                 payees.append(account)
                 payee_roles.append(ROLE_VALIDATOR)
                 payee_amounts.append(amount)
-                payee_via_staking.append(via_staking)
-                if via_staking:
-                    via_staking_total += amount
         voter += 1
 
     refund: uint256 = t.rewardPool - trainer_paid - validator_paid
@@ -789,13 +776,11 @@ def finalize(taskId: uint256):
         winner = self._submissions[taskId][order[ranking[0]]].trainer
 
     # Interactions: rewards through the Staking (delegators get their share), then slashes, then the refund.
-    if via_staking_total > 0:
-        assert extcall token.approve(staking.address, via_staking_total, default_return_value=True), "arena: approve failed"
+    paid_total: uint256 = trainer_paid + validator_paid
+    if paid_total > 0:
+        assert extcall token.approve(staking.address, paid_total, default_return_value=True), "arena: approve failed"
     for p: uint256 in range(len(payees), bound=MAX_PARTICIPANTS):
-        if payee_via_staking[p]:
-            extcall staking.distributeReward(payees[p], payee_roles[p], payee_amounts[p])
-        else:
-            assert extcall token.transfer(payees[p], payee_amounts[p], default_return_value=True), "arena: transfer failed"
+        extcall staking.distributeReward(payees[p], payee_roles[p], payee_amounts[p])
         if payee_roles[p] == ROLE_TRAINER:
             index: uint256 = self._submissionSlot[taskId][payees[p]] - 1
             log TrainerPaid(
@@ -803,7 +788,6 @@ def finalize(taskId: uint256):
                 trainer=payees[p],
                 rank=self._submissions[taskId][index].rank,
                 amount=payee_amounts[p],
-                viaStaking=payee_via_staking[p],
             )
         else:
             index: uint256 = self._validatorSlot[taskId][payees[p]] - 1
@@ -812,7 +796,6 @@ def finalize(taskId: uint256):
                 validator=payees[p],
                 meanDeviation=self._validators[taskId][index].meanDeviation,
                 amount=payee_amounts[p],
-                viaStaking=payee_via_staking[p],
             )
     for c: uint256 in range(len(culprits), bound=MAX_PARTICIPANTS):
         penalty: uint256 = t.trainerPenalty
@@ -1033,17 +1016,6 @@ def _credit_pool(taskId: uint256, amount: uint256) -> uint256:
     new_pool: uint256 = self._tasks[taskId].rewardPool + amount
     self._tasks[taskId].rewardPool = new_pool
     return new_pool
-
-
-@internal
-@view
-def _has_pool(operator: address, role: uint8) -> bool:
-    """
-    @dev Whether `Staking.distributeReward` accepts a reward for this pool:
-         it refuses a pool without shares (everyone unbonded), and such a
-         reward is paid to the operator directly instead of reverting `finalize`.
-    """
-    return (staticcall staking.pools(operator, role)).shares > 0
 
 
 @internal

@@ -457,13 +457,14 @@ def distributeReward(operator: address, role: uint8, amount: uint256):
     @notice Pull `amount` COV from the calling module and reward `operator`'s
             pool for `role`: the self-stake's share and the commission on the
             delegators' share go to the operator now; the rest accrues to the
-            delegators (`claimRewards`).
+            delegators (`claimRewards`). A pool without delegators, or with no
+            shares at all (an open task's unstaked trainer, everyone unbonded),
+            pays the operator the whole amount.
     """
     assert self.isModule[msg.sender], "staking: caller is not a module"
     self._check_role(role)
     assert amount > 0, "staking: zero amount"
     pool: Pool = self.pools[operator][role]
-    assert pool.shares > 0, "staking: operator has no stake"
     commission: uint256 = 0
     to_delegators: uint256 = 0
     delegated_shares: uint256 = pool.shares - self.sharesOf[operator][operator][role]
