@@ -1,7 +1,8 @@
 """PID 1 of a sandboxed unit: build its filesystem view, drop privileges, run the unit, report how it ended.
 
 `covey.compute.sandbox` starts this file as
-`unshare --mount --pid --net --ipc --uts --fork --kill-child -- python -I -S _unit_init.py CONFIG`, so it
+`unshare --mount --pid --net --ipc --uts --fork --kill-child -- python -I -S _unit_init.py` with its JSON
+configuration on stdin (not in argv, where the unit could read it in /proc/1/cmdline), so it
 runs as root of fresh mount, PID, network, IPC and UTS namespaces (with `--user --map-root-user` in front
 when the provider is not root). In order it:
 1. mounts a small tmpfs as the new root and bind-mounts into it, read-only, only the runtime the unit needs
@@ -189,11 +190,13 @@ def _nested_user_namespace(uid: int, gid: int) -> None:
 
 
 def main() -> int:
-    config = json.loads(sys.argv[1])
+    config = json.loads(sys.stdin.buffer.read())
+    os.umask(0o022)  # the new root's folders must be traversable by the unprivileged unit
     status = os.open(config["status"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # before the host is gone
     try:
         root = _build_root(config)
         _pivot(root)
+        os.dup2(os.open("/dev/null", os.O_RDONLY), 0)  # the unit reads nothing from the provider
         if not config["network"]:
             _loopback_up()
         socket.sethostname("covey-unit")

@@ -243,7 +243,7 @@ class Sandbox:
                 shutil.copyfile(source, work / name)
             command = [program, *argv[1:]]
             if isolation.namespaces:
-                return _execute_isolated(command, workdir, outputs, limits, cancel, network)
+                return _execute_isolated(command, workdir, outputs, limits, cancel, network, hide=[workdir.parent])
             return _execute(command, work, scratch, outputs, limits, cancel)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -391,8 +391,12 @@ def _execute_isolated(
     limits: Limits,
     cancel: threading.Event | None,
     network: bool,
+    hide: Sequence[Path] = (),
 ) -> SandboxResult:
-    """Namespace isolation: `unshare` starts `_unit_init.py` as PID 1 of fresh namespaces, which runs `argv`."""
+    """Namespace isolation: `unshare` starts `_unit_init.py` as PID 1 of fresh namespaces, which runs `argv`.
+
+    `hide` are host folders (other units' directories) to mask should the runtime happen to contain them.
+    """
     work, scratch, new_root, status = workdir / "work", workdir / "scratch", workdir / "root", workdir / "status"
     new_root.mkdir()
     as_root = os.geteuid() == 0
@@ -401,7 +405,7 @@ def _execute_isolated(
         # would under the provider's user), and nothing else on the machine.
         for path in (work, scratch, *work.iterdir()):
             os.chown(path, UNIT_UID, UNIT_GID, follow_symlinks=False)
-    symlinks, runtime, masks = _runtime_view()
+    symlinks, runtime, masks = _runtime_view(hide)
     devices = ["null", "zero", "full", "random", "urandom"]
     if limits.gpus > 0:
         devices += sorted(name for name in os.listdir("/dev") if name.startswith("nvidia"))
@@ -436,11 +440,13 @@ def _execute_isolated(
         command[1:1] = ["--user", "--map-root-user"]
     if not network:
         command.append("--net")
-    command += ["--", sys.executable, "-I", "-S", str(_INIT), json.dumps(config)]
+    command += ["--", sys.executable, "-I", "-S", str(_INIT)]
     env = clean_env(
         Path("/job"), Path("/tmp"), threads=max(1, limits.cpu_cores), gpus=limits.gpus, pythonpath=_RUNTIME_COVEY
     )
-    code, wall_s, timed_out, cancelled = _supervise(command, env, workdir, workdir, limits, cancel)
+    code, wall_s, timed_out, cancelled = _supervise(
+        command, env, workdir, workdir, limits, cancel, stdin=json.dumps(config).encode()
+    )
     ended = status.read_text() if status.exists() else ""
     if ended.startswith("setup:"):
         raise SandboxError(f"the unit's sandbox could not be set up: {ended.removeprefix('setup:').strip()}")
@@ -461,8 +467,12 @@ def _supervise(
     logs: Path,
     limits: Limits,
     cancel: threading.Event | None,
+    stdin: bytes | None = None,
 ) -> tuple[int, float, bool, bool]:
-    """Run `command` to its end, its wall-clock limit or `cancel`; return (exit code, seconds, timed out, cancelled)."""
+    """Run `command` to its end, its wall-clock limit or `cancel`; return (exit code, seconds, timed out, cancelled).
+
+    `stdin` is written to the process and closed (small: it must fit the pipe), else stdin is empty.
+    """
     started = time.monotonic()
     timed_out = cancelled = False
     with (logs / "stdout").open("wb") as stdout, (logs / "stderr").open("wb") as stderr:
@@ -470,11 +480,14 @@ def _supervise(
             command,
             cwd=cwd,
             env=env,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
             stdout=stdout,
             stderr=stderr,
             start_new_session=True,  # its own process group, so a timeout kills its children too
         )
+        if process.stdin is not None:
+            with contextlib.suppress(BrokenPipeError), process.stdin:
+                process.stdin.write(stdin or b"")
         try:
             while process.poll() is None:
                 if time.monotonic() - started > limits.wall_clock_s:
@@ -515,12 +528,12 @@ def _result(
     return replace(result, error=describe_failure(result, limits))
 
 
-def _runtime_view() -> tuple[list[list[str]], list[list[str]], list[str]]:
+def _runtime_view(hide: Sequence[Path] = ()) -> tuple[list[list[str]], list[list[str]], list[str]]:
     """What a unit's filesystem holds besides its own directories: (symlinks, read-only binds, masked paths).
 
     The system (`/usr` and the top-level library links), this interpreter and its virtualenv, and the
-    covey package at `/opt/covey-runtime/covey`. A covey data directory that happens to sit inside one of
-    them is masked by an empty mount.
+    covey package at `/opt/covey-runtime/covey`. A covey data directory (or a folder in `hide`) that happens
+    to sit inside one of them is masked by an empty mount.
     """
     symlinks: list[list[str]] = []
     binds: list[list[str]] = [["/usr", "/usr"]]
@@ -542,7 +555,7 @@ def _runtime_view() -> tuple[list[list[str]], list[list[str]], list[str]]:
         if os.path.exists(f"/etc/{name}"):
             binds.append([os.path.realpath(f"/etc/{name}"), f"/etc/{name}"])
     homes = [Path(os.environ["COVEY_HOME"])] if os.environ.get("COVEY_HOME") else []
-    homes.append(Path.home() / ".covey")
+    homes += [Path.home() / ".covey", *hide]
     masks = [
         str(home.resolve())
         for home in homes

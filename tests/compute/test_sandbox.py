@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -17,7 +19,7 @@ import pytest
 
 import covey
 from covey.chain.wallets import Keystore
-from covey.compute.sandbox import UNIT_UID, Limits, Sandbox, SandboxError, probe_namespaces
+from covey.compute.sandbox import UNIT_GID, UNIT_UID, Limits, Sandbox, SandboxError, probe_namespaces
 from covey.errors import IntegrityError
 
 NAMESPACES = probe_namespaces()
@@ -421,3 +423,69 @@ def test_without_namespaces_isolation_is_refused_where_it_is_required(store, san
 def test_an_unknown_isolation_is_refused(store) -> None:
     with pytest.raises(SandboxError, match="unknown isolation"):
         Sandbox(store, isolation="chroot")  # type: ignore[arg-type]
+
+
+# A provider that is not root: run as `nobody` with the system interpreter (readable by every user), it isolates
+# its unit in a user namespace. It was started with the secret in its environment and owns a key file.
+UNPRIVILEGED_PROVIDER = """
+import json, os, sys
+from pathlib import Path
+from covey.compute.sandbox import Sandbox, probe_namespaces
+folder = Path(sys.argv[1])
+isolation = probe_namespaces()
+sandbox = Sandbox(None, root=folder / "units")  # no inputs to fetch: no store needed
+argv = ["python3", "-c", sys.argv[2], sys.argv[3], str(os.getpid()), str(folder / "key.json")]
+result = sandbox.run(argv, outputs=["out.json"])
+print(json.dumps({"isolation": isolation.detail, "namespaces": isolation.namespaces, "rc": result.returncode,
+                  "stderr": result.stderr_tail, "seen": json.loads(result.outputs.get("out.json", b"{}"))}))
+"""
+UNPRIVILEGED_UNIT = """
+import json, os, sys
+secret, provider, key = sys.argv[1].encode(), sys.argv[2], sys.argv[3]
+seen = {"uid": os.getuid(), "pids": sorted(p for p in os.listdir("/proc") if p.isdigit()), "found": []}
+for pid in seen["pids"] + [provider]:
+    try:
+        if secret in open(f"/proc/{pid}/environ", "rb").read():
+            seen["found"].append(pid)
+    except OSError:
+        pass
+try:
+    seen["key"] = open(key).read()
+except OSError as exc:
+    seen["key"] = type(exc).__name__
+json.dump(seen, open("out.json", "w"))
+"""
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not Path("/usr/bin/python3").exists() or shutil.which("setpriv") is None,
+    reason="needs root to become an unprivileged provider (setpriv) and a system python3 every user can run",
+)
+def test_an_unprivileged_provider_isolates_units_in_a_user_namespace() -> None:
+    with tempfile.TemporaryDirectory(prefix="covey-unprivileged-") as where:  # pytest's own tmp is root-only
+        unprivileged_provider(Path(where))
+
+
+def unprivileged_provider(folder: Path) -> None:
+    (folder / "key.json").write_text(SECRET)
+    for path in (folder, folder / "key.json"):
+        os.chown(path, UNIT_UID, UNIT_GID)
+    os.chmod(folder / "key.json", 0o600)  # readable by the provider user (nobody) only
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(folder), "PYTHONPATH": str(Path(covey.__file__).parents[1])}
+    become = ["setpriv", "--reuid", str(UNIT_UID), "--regid", str(UNIT_GID), "--clear-groups"]
+    done = subprocess.run(
+        [*become, "/usr/bin/python3", "-c", UNPRIVILEGED_PROVIDER, str(folder), UNPRIVILEGED_UNIT, SECRET],
+        env={**env, "COVEY_PASSWORD": SECRET},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=folder,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    if not report["namespaces"]:
+        pytest.skip(f"no unprivileged user namespaces on this kernel: {report['isolation']}")
+    assert report["rc"] == 0, report["stderr"]
+    assert "user-namespace" in report["isolation"]
+    seen = report["seen"]
+    assert seen["found"] == [] and seen["key"] == "FileNotFoundError" and len(seen["pids"]) <= 2, seen
