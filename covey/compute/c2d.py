@@ -190,7 +190,7 @@ class PrivateDataset:
         for dtype, word in ((np.float32, np.uint32), (np.float64, np.uint64)):
             size = np.dtype(word).itemsize
             rows = np.ascontiguousarray(self.inputs.astype(dtype)).view(word)
-            patterns = rows[:, 1:] ^ rows[:, :-1]
+            patterns = np.bitwise_xor(rows[:, 1:], rows[:, :-1])
             patterns = patterns[(patterns != 0).all(axis=1)]  # equal neighbours would match any repeated word
             if patterns.shape[1] == 0 or len(patterns) == 0:
                 continue
@@ -202,7 +202,7 @@ class PrivateDataset:
                 if count < width + 1:
                     continue
                 words = np.frombuffer(data, dtype=word, count=count, offset=offset)
-                steps = words[1:] ^ words[:-1]
+                steps = np.bitwise_xor(words[1:], words[:-1])
                 for start in np.nonzero(np.isin(steps[: len(steps) - width + 1], firsts))[0]:
                     if steps[start : start + width].tobytes() in wanted:
                         return True
