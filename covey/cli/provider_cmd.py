@@ -51,7 +51,8 @@ def run(
     network_premium: str | None = typer.Option(
         None,
         "--network-premium",
-        help="Also take jobs that need the network, at this many USD per unit-second above --price.",
+        help="Also take jobs that need the network, at this many USD per unit-second above --price. Such units "
+        "share this machine's network, loopback included: keep no private service (a chain RPC) listening here.",
     ),
     isolation: str = typer.Option(
         "auto", help="Unit isolation: auto (namespaces where available), namespaces (required) or process."

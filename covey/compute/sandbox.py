@@ -9,8 +9,10 @@ What the sandbox guarantees:
   `_unit_init.py`): its filesystem is a read-only runtime (interpreter, virtualenv, the covey package,
   system libraries) plus its work directory (`/job`) and scratch (`/tmp`), so no data directory, keystore or
   home directory exists for it; its `/proc` is a fresh one showing only its own processes; it has no
-  network at all (an empty loopback) unless its job declared network access; it runs as `nobody` (or an
-  unmapped uid in a nested user namespace) with `no_new_privs`;
+  network at all (an empty loopback) unless its job declared network access, in which case it shares the
+  provider's network namespace, loopback services included (a provider that sells network access must not
+  keep private services on this machine's loopback); it runs as `nobody` (or an unmapped uid in a nested
+  user namespace) with `no_new_privs`;
 - `resource.setrlimit` caps CPU seconds, address space and file size and disables core dumps; the job's
   declared memory caps its data memory (`RLIMIT_DATA`: heap and private mappings, what a unit really
   allocates), its declared cores pin it to that many CPUs (`sched_setaffinity`) and set the BLAS/OpenMP
@@ -225,7 +227,9 @@ class Sandbox:
         program = _resolve_program(argv[0])
         isolation = self.probe()
         if require_isolation and not isolation.namespaces:
-            raise SandboxError(f"refused: this unit must run isolated in namespaces, which {isolation.detail}")
+            raise SandboxError(
+                f"refused: this unit must run isolated in namespaces, and this provider has none ({isolation.detail})"
+            )
 
         if self.root is not None:
             self.root.mkdir(parents=True, exist_ok=True)
