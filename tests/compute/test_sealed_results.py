@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 from eth_account import Account
 
-from covey.arena import ArenaClient
+from covey.arena import ArenaClient, Hyperparams, TrainerNode
 from covey.arena.client import new_salt, submission_commitment
+from covey.arena.trainer import Rental
 from covey.chain import Chain, dev_accounts
 from covey.chain.deploy import deploy_suite
 from covey.chain.roles import Role
@@ -152,3 +153,25 @@ def test_collecting_sealed_weights_needs_the_buyers_key(market_env: ArenaEnv, an
     with pytest.raises(RentalError, match="this key does not open the sealed output"):
         collect_training(market, env.store, job_id, stranger)
     assert collect_training(market, env.store, job_id, renter).weights
+
+
+@pytest.mark.e2e
+def test_a_trainer_renting_several_units_opens_them_all_and_commits_the_best(
+    market_env: ArenaEnv, anvil_url: str, tmp_path: Path
+) -> None:
+    env = market_env
+    posted = env.post()
+    trainer = env.staked(Role.TRAINER, 10)
+    market = MarketClient.from_deployment(env.chain, env.deployment)
+    rental = Rental(market, units=2, bid_window_s=3, heartbeat_interval_s=30, timeout_s=240)
+    node = TrainerNode(env.client, trainer, env.store, env.home, Hyperparams(epochs=1, lr=1e-2), rental=rental)
+
+    with provider_running(env, anvil_url, tmp_path):
+        assert node.step(env.client.task(posted.task_id), env.client.now())  # rents 2 units, commits the best
+
+    record = node.state.load(posted.task_id)
+    assert record.committed and not node.rental_failures
+    rented = collect_training(market, env.store, record.notes["rented_job"], trainer)
+    opened = {sha256_hex(weights) for weights in rented.unit_bytes.values()}
+    assert len(opened) == 2 and record.weights_hash in opened
+    assert not any(env.store.exists(digest) for digest in opened)  # still only the trainer has them
