@@ -80,9 +80,8 @@ class Rental:
     The trainer's account buys: it escrows `max_price_per_unit_second x units x seconds_per_unit` µUSD
     (the Market refunds what the winning bid does not use). Each unit trains the task's model with the
     node's hyper-parameters and its own seed; with several units the best on the public training split
-    is submitted. The provider publishes the weights when it commits its result, so unlike local weights
-    they are readable before the reveal: commit promptly (the Arena rejects a later exact copy, and
-    validators score near-copies of an earlier commit as junk).
+    is submitted. The provider seals the weights to the trainer's key before it publishes anything, so, like
+    local weights, nobody else can read them (or commit to their hash) before the trainer reveals them.
     """
 
     market: MarketClient
@@ -240,8 +239,7 @@ class TrainerNode(NodeBase):
         metric = get_metric(spec.metric)
         data = fetch_training_data(self.store, manifest)
         best: tuple[int, bytes, float] | None = None
-        for unit, ref in sorted(rented.unit_weights.items()):
-            weights = self.store.get(ref.digest)
+        for unit, weights in sorted(rented.unit_bytes.items()):
             score = score_submission(weights, spec, data)
             if score.valid and (best is None or metric.better(score.value, best[2])):
                 best = (unit, weights, score.value)

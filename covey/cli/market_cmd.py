@@ -1,7 +1,9 @@
-"""`covey market ...`: the compute market from a buyer's and a bidder's seat: offers, post, jobs, bid, status.
+"""`covey market ...`: the compute market from a buyer's and a bidder's seat: offers, post, jobs, bid, status, results.
 
 Prices are USD per unit-second as decimals (`0.00002` = 20 µUSD); a job's escrow is
-max price x units x seconds per unit.
+max price x units x seconds per unit. Jobs posted with `--train` or `--command` seal their outputs to the
+poster's key (`--no-seal` to publish them readable by anyone); `covey market results` fetches and opens them.
+`covey market algorithm` prints the code hash a data owner approves for compute-to-data.
 """
 
 from __future__ import annotations
@@ -15,12 +17,22 @@ import typer
 
 from covey.cli._context import Context, open_context
 from covey.cli._output import COV_DECIMALS, USD_DECIMALS, console, format_units, parse_amount, print_json, table
-from covey.compute.client import Job, JobStatus, JobTerms, MarketClient, Resources, job_lineage
-from covey.compute.jobs import CommandJob, TrainingJob, TrainUnit, UnitLimits, parse_job, publish_job
+from covey.compute.client import Job, JobStatus, JobTerms, MarketClient, Resources, delivered_units, job_lineage
+from covey.compute.jobs import (
+    CommandJob,
+    TrainingJob,
+    TrainUnit,
+    UnitLimits,
+    fetch_job,
+    fetch_result,
+    parse_job,
+    publish_job,
+)
+from covey.compute.sealing import SealError, recipient_of, sealing_key, unit_context, unseal
 from covey.errors import ChainError, ValidationError
 from covey.storage import ArtifactStore, open_store, parse_digest
 
-app = typer.Typer(help="Compute market: offers, post a job, list jobs, bid, job status.", no_args_is_help=True)
+app = typer.Typer(help="Compute market: offers, post a job, list jobs, bid, job status, results.", no_args_is_help=True)
 
 JSON_OPTION = typer.Option(False, "--json", help="Print the result as JSON.")
 FROM_OPTION = typer.Option(
@@ -107,6 +119,12 @@ def post(
     inputs: list[str] = typer.Option([], "--input", help="NAME=FILE or NAME=DIGEST, for --command (repeat)."),
     outputs: list[str] = typer.Option([], "--output", help="A declared output file name, for --command (repeat)."),
     units: int = typer.Option(1, help="Units of a --command job."),
+    network: bool = typer.Option(
+        False, help="A --command job that needs the network (only providers with a network premium take it)."
+    ),
+    seal: bool = typer.Option(
+        True, help="Seal --train/--command outputs to your key, so only you can read them (`market results`)."
+    ),
     seconds_per_unit: int = typer.Option(60, "--seconds-per-unit", help="Seconds one unit is billed for."),
     cpu: int = typer.Option(1, help="CPU cores a unit needs."),
     memory_mb: int = typer.Option(1024, "--memory-mb", help="Memory a unit needs, MiB."),
@@ -121,9 +139,12 @@ def post(
     price = parse_amount(max_price, USD_DECIMALS, what="max price")
     with open_context() as ctx:
         store = store_of(ctx)
+        signer = ctx.signer(from_)
         job = _job_from_options(
-            store, job_file, train_task, seeds, lr, epochs, max_steps, command, inputs, outputs, units
+            store, job_file, train_task, seeds, lr, epochs, max_steps, command, inputs, outputs, units, network
         )
+        if seal and job_file is None:
+            job = job.model_copy(update={"sealed_to": recipient_of(signer.key)})
         spec_ref = publish_job(store, job)
         terms = JobTerms(
             spec_ref.bytes32,
@@ -134,7 +155,6 @@ def post(
             bid_window,
             heartbeat,
         )
-        signer = ctx.signer(from_)
         job_id = market_client(ctx).post_job(signer, terms, extra_allowance=terms.escrow if reserve else 0)
         data = {
             "jobId": job_id,
@@ -143,6 +163,7 @@ def post(
             "units": job.unit_count,
             "escrow": terms.escrow,
             "maxPricePerUnitSecond": price,
+            "sealed": job.sealed_to is not None,
         }
         if as_json:
             print_json(data)
@@ -286,6 +307,66 @@ def status(job_id: int = typer.Argument(..., help="The job."), as_json: bool = J
             console.print(f"work re-posted along jobs {' -> '.join(map(str, data['lineage']))}")
 
 
+@app.command()
+def results(
+    job_id: int = typer.Argument(..., help="The job (its re-posts are followed)."),
+    out: Path = typer.Option(Path("."), "--out", help="Folder to write unit-N/<output> files into."),
+    verified_only: bool = typer.Option(False, "--verified-only", help="Only units of settled jobs."),
+    from_: str | None = FROM_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Fetch a job's delivered outputs (hash-checked) and open sealed ones with your key."""
+    with open_context() as ctx:
+        client, store = market_client(ctx), store_of(ctx)
+        spec_digest = client.job(job_id).spec_digest
+        spec = fetch_job(store, spec_digest)
+        key = sealing_key(ctx.signer(from_).key) if spec.sealed_to is not None else None
+        written: list[dict[str, Any]] = []
+        for unit, output in sorted(delivered_units(client, job_id, verified_only=verified_only).items()):
+            manifest = fetch_result(store, output.result_hash)
+            folder = out / f"unit-{unit}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for name, digest in sorted(manifest["outputs"].items()):
+                data = store.get(digest)
+                if key is not None:
+                    try:
+                        data = unseal(data, key, unit_context(spec_digest, unit, name))
+                    except SealError as exc:
+                        raise ValidationError(f"job {job_id} unit {unit} {name}: {exc}") from exc
+                (folder / name).write_bytes(data)
+                written.append({"unit": unit, "name": name, "path": str(folder / name), "bytes": len(data)})
+            for name, why in {**manifest.get("withheld", {}), **manifest.get("rejected", {})}.items():
+                written.append({"unit": unit, "name": name, "path": None, "withheld": why})
+        if as_json:
+            print_json({"jobId": job_id, "sealed": key is not None, "outputs": written})
+            return
+        for item in written:
+            where = item["path"] or f"withheld: {item['withheld']}"
+            console.print(f"unit {item['unit']} {item['name']}: {where}")
+        if not written:
+            console.print(f"job {job_id}: no unit delivered yet")
+
+
+@app.command()
+def algorithm(
+    job_file: Path = typer.Option(..., "--job", help="A compute-to-data command job spec JSON file."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Print a compute-to-data job's algorithm digest: what a data owner approves (`provider run --approve`)."""
+    from covey.compute.c2d import algorithm_digest  # numpy: only for this command
+
+    if not job_file.is_file():
+        raise ValidationError(f"no job spec file at {job_file}")
+    job = parse_job(job_file.read_bytes())
+    if not isinstance(job, CommandJob):
+        raise ValidationError("only command jobs run next to private data; this is a training job")
+    digest = algorithm_digest(job)
+    if as_json:
+        print_json({"algorithm": digest, "argv": job.argv, "inputs": job.inputs, "outputs": job.outputs})
+    else:
+        console.print(digest)
+
+
 # -- helpers ----------------------------------------------------------------------------------------------
 
 
@@ -323,10 +404,13 @@ def _job_from_options(
     inputs: list[str],
     outputs: list[str],
     units: int,
+    network: bool = False,
 ) -> TrainingJob | CommandJob:
     chosen = [name for name, value in (("--job", job_file), ("--train", train_task), ("--command", command)) if value]
     if len(chosen) != 1:
         raise ValidationError('give exactly one of --job FILE, --train TASK_DIGEST or --command "..."')
+    if network and command is None:
+        raise ValidationError("--network is for --command jobs (a --job file states `network` itself)")
     if job_file is not None:
         if not job_file.is_file():
             raise ValidationError(f"no job spec file at {job_file}")
@@ -351,6 +435,13 @@ def _job_from_options(
     if not outputs:
         raise ValidationError("a command job declares at least one --output")
     try:
-        return CommandJob(argv=shlex.split(command), inputs=declared, outputs=outputs, units=units, limits=UnitLimits())
+        return CommandJob(
+            argv=shlex.split(command),
+            inputs=declared,
+            outputs=outputs,
+            units=units,
+            limits=UnitLimits(),
+            network=network,
+        )
     except pydantic.ValidationError as exc:
         raise ValidationError(f"not a valid command job: {exc}") from exc

@@ -8,6 +8,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
+from typing import cast
 
 import typer
 from eth_account.signers.local import LocalAccount
@@ -19,8 +20,10 @@ from covey.cli.market_cmd import market_client, store_of
 from covey.compute.c2d import PrivateDataset
 from covey.compute.client import MarketClient, Resources
 from covey.compute.provider import PricingRule, ProviderAgent
-from covey.compute.sandbox import Sandbox
+from covey.compute.sandbox import IsolationMode, Sandbox
 from covey.compute.verifier import VerifierAgent, render_check
+from covey.errors import ValidationError
+from covey.storage import parse_digest
 
 app = typer.Typer(help="Compute provider: offer capacity, bid, run jobs in a sandbox, get paid.", no_args_is_help=True)
 
@@ -39,6 +42,21 @@ def run(
     undercut: bool = typer.Option(False, help="Bid just under the cheapest bid so far (never under --price)."),
     stake: str | None = typer.Option(None, help="Stake this much COV for the provider role first, if below it."),
     data: list[Path] = typer.Option([], "--data", help="A private .npz data set to offer for compute-to-data."),
+    approve: list[str] = typer.Option(
+        [],
+        "--approve",
+        help="An algorithm digest (`covey market algorithm`) allowed to run on the --data sets, optionally "
+        "DIGEST:MAX_OUTPUT_BYTES (default: an aggregate-sized cap). Repeat; without any, no job runs on the data.",
+    ),
+    network_premium: str | None = typer.Option(
+        None,
+        "--network-premium",
+        help="Also take jobs that need the network, at this many USD per unit-second above --price. Such units "
+        "share this machine's network, loopback included: keep no private service (a chain RPC) listening here.",
+    ),
+    isolation: str = typer.Option(
+        "auto", help="Unit isolation: auto (namespaces where available), namespaces (required) or process."
+    ),
     verify: bool = typer.Option(False, help="Also verify sampled units (as a registered verifier or buyer)."),
     workdir: Path | None = typer.Option(None, help="Where units run (default: COVEY_HOME/compute/sandbox)."),
     max_jobs: int | None = typer.Option(None, "--max-jobs", help="Exit after finishing this many jobs."),
@@ -51,6 +69,10 @@ def run(
     Ctrl-C (or SIGTERM) stops after the job being run is finished, so no heartbeat is missed.
     """
     floor = parse_amount(price, USD_DECIMALS, what="price")
+    premium = parse_amount(network_premium, USD_DECIMALS, what="network premium") if network_premium else None
+    approvals = [_parse_approval(item) for item in approve]
+    if isolation not in ("auto", "namespaces", "process"):
+        raise ValidationError(f"unknown --isolation {isolation!r}: use auto, namespaces or process")
 
     def log(message: str) -> None:
         if as_json:
@@ -64,16 +86,24 @@ def run(
         store = store_of(ctx)
         if stake is not None:
             _top_up_stake(ctx, client, account, parse_amount(stake, COV_DECIMALS, what="stake"), log)
-        sandbox = Sandbox(store, root=workdir or ctx.settings.subdir("compute/sandbox"))
-        datasets = [PrivateDataset.load(path) for path in data]
-        for dataset in datasets:
-            log(f"offering private data set {dataset.digest[:12]}… ({dataset.rows} rows) for compute-to-data")
+        root = workdir or ctx.settings.subdir("compute/sandbox")
+        sandbox = Sandbox(store, root=root, isolation=cast(IsolationMode, isolation))
+        datasets = []
+        for path in data:
+            dataset = PrivateDataset.load(path)
+            for digest, cap in approvals:
+                dataset = dataset.approve(digest, cap)
+            datasets.append(dataset)
+            log(
+                f"offering private data set {dataset.digest[:12]}… ({dataset.rows} rows) for compute-to-data, "
+                f"{len(dataset.approvals)} approved algorithm(s)"
+            )
         agent = ProviderAgent(
             client,
             account,
             store,
             resources=Resources(cpu, memory_mb, gpus),
-            pricing=PricingRule(floor, undercut),
+            pricing=PricingRule(floor, undercut, network_premium=premium),
             sandbox=sandbox,
             datasets=datasets,
             log=log,
@@ -109,6 +139,16 @@ def run(
             print_json(summary)
         else:
             console.print(f"stopped: {summary['jobsWon']} jobs won, {summary['unitsRun']} units run")
+
+
+def _parse_approval(item: str) -> tuple[str, int | None]:
+    """`DIGEST` or `DIGEST:MAX_OUTPUT_BYTES` from `--approve`."""
+    digest, _, cap = item.rpartition(":")
+    if not digest or not cap.isdigit():
+        digest, cap = item, ""
+    if cap and int(cap) < 1:
+        raise ValidationError(f"--approve: the output cap must be positive, got {item!r}")
+    return parse_digest(digest), int(cap) if cap else None
 
 
 def _top_up_stake(

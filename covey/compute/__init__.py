@@ -3,7 +3,9 @@
 A buyer publishes a job spec (`TrainingJob`, `CommandJob`) and posts it with `MarketClient.post_job`
 (or rents training in one call with `rent_training`); a `ProviderAgent` (`covey provider run`) bids,
 runs units in the `Sandbox` and commits result hashes; a `VerifierAgent` re-runs the sampled units.
-`PrivateDataset` lets a provider sell compute next to data that never leaves it.
+`PrivateDataset` lets a provider sell compute next to data that never leaves it, for algorithms it approved
+by code hash (`algorithm_digest`). Units run in namespace isolation where the machine allows it
+(`probe_namespaces`), and a job's outputs can be sealed to its buyer (`covey.compute.sealing`).
 
 Names load on first use: a training unit runs `python -m covey.compute.jobs` in a fresh process, and
 importing the chain client there would only slow every unit down.
@@ -41,7 +43,9 @@ _EXPORTS = {
     "fetch_result": "covey.compute.jobs",
     "publish_job": "covey.compute.jobs",
     "run_unit": "covey.compute.jobs",
+    "Isolation": "covey.compute.sandbox",
     "Limits": "covey.compute.sandbox",
+    "probe_namespaces": "covey.compute.sandbox",
     "Sandbox": "covey.compute.sandbox",
     "SandboxError": "covey.compute.sandbox",
     "SandboxResult": "covey.compute.sandbox",
@@ -50,23 +54,32 @@ _EXPORTS = {
     "ProviderAgent": "covey.compute.provider",
     "Check": "covey.compute.verifier",
     "VerifierAgent": "covey.compute.verifier",
+    "Approval": "covey.compute.c2d",
+    "NotApproved": "covey.compute.c2d",
     "PrivateDataset": "covey.compute.c2d",
+    "algorithm_digest": "covey.compute.c2d",
+    "SealError": "covey.compute.sealing",
+    "recipient_of": "covey.compute.sealing",
+    "sealing_key": "covey.compute.sealing",
     "save_private_dataset": "covey.compute.c2d",
     "stats_job": "covey.compute.c2d",
     "train_job": "covey.compute.c2d",
 }
 
 __all__ = [
+    "Approval",
     "Check",
     "CommandJob",
     "ComputeTimeout",
     "Fault",
+    "Isolation",
     "Job",
     "JobStatus",
     "JobTerms",
     "Limits",
     "MarketClient",
     "NoBids",
+    "NotApproved",
     "Offer",
     "PricingRule",
     "PrivateDataset",
@@ -77,29 +90,42 @@ __all__ = [
     "Sandbox",
     "SandboxError",
     "SandboxResult",
+    "SealError",
     "TrainUnit",
     "TrainingJob",
     "UnitLimits",
     "UnitOutcome",
     "Verdict",
     "VerifierAgent",
+    "algorithm_digest",
     "collect_training",
     "delivered_units",
     "fetch_job",
     "fetch_result",
     "job_lineage",
     "post_training",
+    "probe_namespaces",
     "publish_job",
+    "recipient_of",
     "rent_training",
     "run_unit",
     "save_private_dataset",
+    "sealing_key",
     "stats_job",
     "train_job",
     "wait_for_units",
 ]
 
 if TYPE_CHECKING:
-    from covey.compute.c2d import PrivateDataset, save_private_dataset, stats_job, train_job
+    from covey.compute.c2d import (
+        Approval,
+        NotApproved,
+        PrivateDataset,
+        algorithm_digest,
+        save_private_dataset,
+        stats_job,
+        train_job,
+    )
     from covey.compute.client import (
         ComputeTimeout,
         Job,
@@ -131,7 +157,8 @@ if TYPE_CHECKING:
         run_unit,
     )
     from covey.compute.provider import Fault, PricingRule, ProviderAgent
-    from covey.compute.sandbox import Limits, Sandbox, SandboxError, SandboxResult
+    from covey.compute.sandbox import Isolation, Limits, Sandbox, SandboxError, SandboxResult, probe_namespaces
+    from covey.compute.sealing import SealError, recipient_of, sealing_key
     from covey.compute.verifier import Check, VerifierAgent
 
 

@@ -1,20 +1,32 @@
-"""Compute-to-data: a provider runs buyers' jobs next to a private data set; only checked, declared outputs leave.
+"""Compute-to-data, as Ocean does it: approved algorithms run next to private data; only small declared outputs leave.
 
 The owner keeps the file; the network only ever sees its sha256 (the `private_data` a `CommandJob` names).
-The sandbox stages the file next to the buyer's program, and the result is filtered before anything is
-uploaded: an output must be declared, under the size cap, and must not contain any row of the data set,
-neither as raw float32/float64 bytes nor as numbers written out as text. Withheld outputs are listed
-in the result manifest, so the verifier's re-run reaches the same result hash.
-Limits, honestly: a program can still encode rows in ways no scan recognises (compressed, encrypted, or
-spread over many jobs). The size cap bounds how much can leave per unit; owners who need more than this
-should accept only programs they have reviewed (pin the `program.py` digests they run).
+What keeps the rows in, in order of strength:
+1. Approval by code hash. The owner lists, in its data offer (`PrivateDataset.approvals`), the algorithms that
+   may run on the data: `algorithm_digest(job)` covers the argv, every input (the program's own sha256) and the
+   declared outputs. Any other job is refused before it runs; the provider does not even bid.
+2. Isolation. The unit runs only in the namespace sandbox (no network at all, no view of the provider); a
+   provider without namespaces refuses compute-to-data. A job cannot declare network access next to data.
+3. Declared, size-capped outputs. Only the declared outputs leave, each at most the approval's cap, which by
+   default fits aggregates (per-feature statistics: 1 KiB + 64 bytes per feature) and not the rows: an encoded
+   copy of the table (XOR-ed, shifted, compressed) is withheld for its size. The manifest carries no number
+   the program chose (exit code, output sizes).
+4. The leak scan, a second line: an output holding a row as raw float32/float64 bytes or as text, shifted by a
+   constant (consecutive differences), or XOR-ed with a repeating key of up to 8 bytes (consecutive XORs) is
+   withheld. Withheld outputs are listed in the result manifest, so the verifier's re-run reaches the same hash.
+Limits, honestly: an approved program can still leak what its outputs may hold (a cap's worth of bytes per
+unit, in an encoding no scan knows): approve only programs you have read, with caps no larger than their real
+outputs need.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import re
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,20 +40,58 @@ _NUMBER = re.compile(rb"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
 # Numbers written as text lose digits: "51.64" stands for 51.6405. Match rows within this precision.
 _TEXT_RTOL = 2e-3
 _TEXT_ATOL = 1e-3
-_MIN_OUTPUT_CAP_BYTES = 64 << 10
+# Raw floats reread from bytes: a row shifted in float32 keeps about 1e-7 of the shifted magnitude.
+_BINARY_RTOL = 1e-3
+_AGGREGATE_BASE_BYTES = 1 << 10
+_AGGREGATE_BYTES_PER_FEATURE = 64
+_MIN_SHIFT_FEATURES = 4  # below this, consecutive differences match too much by chance
+
+
+class NotApproved(ValidationError):
+    """A compute-to-data job whose algorithm the data owner has not approved."""
+
+
+def algorithm_digest(job: CommandJob) -> str:
+    """What a data owner approves: the sha256 of the job's argv, inputs (by digest) and declared outputs.
+
+    Units, limits and the buyer's key are left out (the buyer picks them); the data set's name inside the
+    unit is in, since the argv refers to it.
+    """
+    algorithm = {
+        "argv": job.argv,
+        "inputs": dict(sorted(job.inputs.items())),
+        "outputs": job.outputs,
+        "private_data_name": job.private_data_name,
+    }
+    return hashlib.sha256(json.dumps(algorithm, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Approval:
+    """One algorithm the owner lets run on its data, and the most bytes each of its outputs may carry out."""
+
+    algorithm: str
+    max_output_bytes: int
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[0-9a-f]{64}", self.algorithm):
+            raise ValidationError(f"an approval names an algorithm by its 64-hex-digit digest, got {self.algorithm!r}")
+        if self.max_output_bytes < 1:
+            raise ValidationError(f"an approval's output cap must be positive, got {self.max_output_bytes}")
 
 
 @dataclass(frozen=True)
 class PrivateDataset:
-    """A data set that never leaves its owner's machine: the file, its digest and its rows (for the leak scan)."""
+    """A data offer: a data set that never leaves its owner's machine, and the algorithms approved to run on it."""
 
     path: Path
     digest: str
     inputs: np.ndarray
     targets: np.ndarray | None
+    approvals: tuple[Approval, ...] = ()
 
     @classmethod
-    def load(cls, path: Path) -> PrivateDataset:
+    def load(cls, path: Path, approvals: Iterable[Approval] = ()) -> PrivateDataset:
         """Open an `.npz` with `inputs` (rows x features) and optional `targets`."""
         path = Path(path)
         try:
@@ -52,24 +102,47 @@ class PrivateDataset:
             raise ValidationError(f"{path} is not a private data set (.npz with an 'inputs' array): {exc}") from exc
         if inputs.ndim != 2 or len(inputs) == 0:
             raise ValidationError(f"{path}: 'inputs' must be a non-empty rows x features array, got {inputs.shape}")
-        return cls(path, sha256_hex(path.read_bytes()), inputs, targets)
+        return cls(path, sha256_hex(path.read_bytes()), inputs, targets, tuple(approvals))
 
     @property
     def rows(self) -> int:
         return int(self.inputs.shape[0])
 
     def describe(self) -> dict[str, object]:
-        """What the owner may publish about the data: its digest and shape, never a value."""
+        """What the owner may publish about the data: its digest, shape and approved algorithms, never a value."""
         return {
             "digest": self.digest,
             "rows": self.rows,
             "features": int(self.inputs.shape[1]),
             "labelled": self.targets is not None,
+            "approved": {approval.algorithm: approval.max_output_bytes for approval in self.approvals},
         }
 
-    def output_cap_bytes(self) -> int:
-        """The most one output may hold: a quarter of the raw data, so no unit can carry it all out."""
-        return max(_MIN_OUTPUT_CAP_BYTES, self.inputs.nbytes // 4)
+    def aggregate_cap_bytes(self) -> int:
+        """The default cap on one output: room for a few numbers per feature, never for the rows."""
+        return _AGGREGATE_BASE_BYTES + _AGGREGATE_BYTES_PER_FEATURE * int(self.inputs.shape[1])
+
+    def approve(self, job: CommandJob | str, max_output_bytes: int | None = None) -> PrivateDataset:
+        """This offer with one more approved algorithm (a job, or its `algorithm_digest`)."""
+        algorithm = algorithm_digest(job) if isinstance(job, CommandJob) else job
+        approval = Approval(algorithm, max_output_bytes or self.aggregate_cap_bytes())
+        kept = tuple(existing for existing in self.approvals if existing.algorithm != algorithm)
+        return replace(self, approvals=(*kept, approval))
+
+    def admit(self, job: CommandJob) -> Approval:
+        """The owner's approval for `job` on this data, or `NotApproved` saying why it may not run."""
+        if job.private_data != self.digest:
+            raise NotApproved(f"the job runs on data set {str(job.private_data)[:12]}…, not {self.digest[:12]}…")
+        if job.network:
+            raise NotApproved("a compute-to-data job never gets network access")
+        algorithm = algorithm_digest(job)
+        for approval in self.approvals:
+            if approval.algorithm == algorithm:
+                return approval
+        raise NotApproved(
+            f"algorithm {algorithm[:12]}… is not approved by the owner of data set {self.digest[:12]}… "
+            f"({len(self.approvals)} algorithm(s) approved)"
+        )
 
     def find_leak(self, data: bytes) -> str | None:
         """Why `data` would leak rows (None if it looks clean)."""
@@ -77,40 +150,79 @@ class PrivateDataset:
             for row in self.inputs.astype(dtype):
                 if row.tobytes() in data:
                     return f"contains a raw row ({np.dtype(dtype).name} bytes)"
+        if self._xor_leak(data):
+            return "contains rows XOR-ed with a repeating key"
         numbers = np.asarray([float(match) for match in _NUMBER.findall(data)], dtype=np.float64)
         numbers = numbers[np.isfinite(numbers)]  # "1e999" parses as inf and matches nothing
-        if self._text_leak(numbers):
+        rows = self.inputs.astype(np.float64)
+        if _window_match(numbers, rows, _TEXT_RTOL, _TEXT_ATOL):
             return "contains a raw row written as text"
+        scale = float(np.abs(rows).max()) if rows.size else 0.0
+        if self._shift_leak(numbers, 2 * (_TEXT_RTOL * scale + _TEXT_ATOL)):
+            return "contains rows shifted by a constant, written as text"
+        for dtype in (np.float32, np.float64):
+            size = np.dtype(dtype).itemsize
+            for offset in range(size):
+                usable = (len(data) - offset) // size * size
+                with np.errstate(all="ignore"):  # arbitrary bytes read as floats: NaNs and infinities abound
+                    values = np.frombuffer(data, dtype=dtype, count=usable // size, offset=offset).astype(np.float64)
+                if self._shift_leak(values, _BINARY_RTOL * max(scale, 1.0)):
+                    return f"contains rows shifted by a constant ({np.dtype(dtype).name} bytes)"
         return None
 
-    def _text_leak(self, numbers: np.ndarray) -> bool:
-        """Whether some run of `features` consecutive numbers equals a row, to the precision text keeps."""
+    def _shift_leak(self, values: np.ndarray, slack: float) -> bool:
+        """Whether some run of values is a row plus a constant: consecutive differences are shift-free."""
         width = self.inputs.shape[1]
-        if len(numbers) < width:
+        if width < _MIN_SHIFT_FEATURES or len(values) < width:
             return False
-        rows = self.inputs.astype(np.float64)
-        order = np.argsort(rows[:, 0])
-        first_column = rows[order, 0]
-        for start in range(len(numbers) - width + 1):
-            value = numbers[start]
-            slack = _TEXT_RTOL * abs(value) + _TEXT_ATOL
-            low, high = np.searchsorted(first_column, [value - slack, value + slack + 1e-12])
-            window = numbers[start : start + width]
-            for index in order[low:high]:
-                if np.allclose(rows[index], window, rtol=_TEXT_RTOL, atol=_TEXT_ATOL):
-                    return True
+        with np.errstate(all="ignore"):
+            steps = np.diff(values)
+        row_steps = np.diff(self.inputs.astype(np.float64), axis=1)
+        # A row with (nearly) equal features is any constant run: it says nothing and would match everywhere.
+        telling = row_steps[np.abs(row_steps).max(axis=1) > 2 * slack]
+        return _window_match(steps, telling, 0.0, slack)
+
+    def _xor_leak(self, data: bytes) -> bool:
+        """Whether some run of words is a row XOR-ed with a key repeating every 1, 2, 4 (or 8) bytes.
+
+        XOR-ing neighbouring words cancels such a key: (a ^ k) ^ (b ^ k) = a ^ b.
+        """
+        for dtype, word in ((np.float32, np.uint32), (np.float64, np.uint64)):
+            size = np.dtype(word).itemsize
+            rows = np.ascontiguousarray(self.inputs.astype(dtype)).view(word)
+            patterns = np.bitwise_xor(rows[:, 1:], rows[:, :-1])
+            patterns = patterns[(patterns != 0).all(axis=1)]  # equal neighbours would match any repeated word
+            if patterns.shape[1] == 0 or len(patterns) == 0:
+                continue
+            wanted = {pattern.tobytes() for pattern in patterns}
+            firsts = np.unique(patterns[:, 0])
+            width = patterns.shape[1]
+            for offset in range(size):
+                count = (len(data) - offset) // size
+                if count < width + 1:
+                    continue
+                words = np.frombuffer(data, dtype=word, count=count, offset=offset)
+                steps = np.bitwise_xor(words[1:], words[:-1])
+                for start in np.nonzero(np.isin(steps[: len(steps) - width + 1], firsts))[0]:
+                    if steps[start : start + width].tobytes() in wanted:
+                        return True
         return False
 
-    def output_filter(self) -> OutputFilter:
-        """The filter a provider applies before anything it computed on this data leaves."""
-        cap = self.output_cap_bytes()
+    def output_filter(self, job: CommandJob | None = None) -> OutputFilter:
+        """The filter a provider applies before anything it computed on this data leaves.
+
+        With `job`, the owner's approval for it sets the cap (`NotApproved` if there is none); without, the
+        aggregate cap applies.
+        """
+        cap = self.admit(job).max_output_bytes if job is not None else self.aggregate_cap_bytes()
 
         def keep_safe(outputs: dict[str, bytes]) -> tuple[dict[str, bytes], dict[str, str]]:
             kept: dict[str, bytes] = {}
             withheld: dict[str, str] = {}
             for name, data in outputs.items():
                 if len(data) > cap:
-                    withheld[name] = f"{len(data)} bytes, over the {cap}-byte compute-to-data cap"
+                    # The reason names the cap only: the size itself is a number the program chose.
+                    withheld[name] = f"over the {cap}-byte compute-to-data cap"
                 elif (reason := self.find_leak(data)) is not None:
                     withheld[name] = reason
                 else:
@@ -118,6 +230,26 @@ class PrivateDataset:
             return kept, withheld
 
         return keep_safe
+
+
+def _window_match(values: np.ndarray, rows: np.ndarray, rtol: float, atol: float) -> bool:
+    """Whether some run of `rows.shape[1]` consecutive values equals a row, within `rtol`/`atol`."""
+    if len(rows) == 0 or rows.shape[1] == 0 or len(values) < rows.shape[1]:
+        return False
+    width = rows.shape[1]
+    order = np.argsort(rows[:, 0])
+    first_column = rows[order, 0]
+    starts = values[: len(values) - width + 1]
+    with np.errstate(all="ignore"):
+        slack = rtol * np.abs(starts) + atol
+        low = np.searchsorted(first_column, starts - slack, side="left")
+        high = np.searchsorted(first_column, starts + slack + 1e-12, side="right")
+    for start in np.nonzero(high > low)[0]:  # NaNs sort last and never become candidates
+        window = values[start : start + width]
+        for index in order[low[start] : high[start]]:
+            if np.allclose(rows[index], window, rtol=rtol, atol=atol):
+                return True
+    return False
 
 
 def save_private_dataset(path: Path, inputs: np.ndarray, targets: np.ndarray | None = None) -> PrivateDataset:

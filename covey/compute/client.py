@@ -25,7 +25,7 @@ from covey.chain.deploy import Deployment
 from covey.chain.market_deploy import MARKET
 from covey.chain.roles import Role
 from covey.errors import ChainError, CoveyError, ValidationError
-from covey.storage import ArtifactRef, ArtifactStore, bytes32_to_digest, parse_digest
+from covey.storage import ArtifactRef, ArtifactStore, bytes32_to_digest, parse_digest, sha256_hex
 
 USD = 10**6
 ZERO_ADDRESS = "0x" + "00" * 20
@@ -561,13 +561,18 @@ def _describe_needs(needs: Resources) -> str:
 
 @dataclass(frozen=True)
 class RentedTraining:
-    """What `rent_training` returns: the job, the first unit's weights, and every unit's weights ref."""
+    """What `rent_training` returns: the job, the first unit's weights, and every unit's weights.
+
+    The weights were sealed to the buyer: `unit_weights` describes the opened plaintext (digest and size; the
+    URI is empty because nobody but the buyer holds it until the buyer publishes it) and `unit_bytes` holds it.
+    """
 
     job_id: int
     weights: bytes
     weights_ref: ArtifactRef
     unit_weights: dict[int, ArtifactRef]
     units: dict[int, UnitOutput]
+    unit_bytes: dict[int, bytes]
 
 
 _TRAIN_UNIT_KEYS = frozenset({"epochs", "lr", "batch_size", "max_steps", "weight_decay"})
@@ -599,8 +604,9 @@ def rent_training(
     `architecture` (None values keep the task's hints). One unit per seed (default: `hyperparams["seed"]`
     or 0). The buyer escrows `max_price_per_unit_second * units * seconds_per_unit` µUSD and gets the
     weights as soon as every unit is committed, or, with `wait_verified`, once the sample is verified.
-    The caller (the trainer) submits the weights to the Arena itself. `post_training` and
-    `collect_training` are the two halves, for a caller that must remember the job between them.
+    The weights are sealed to the buyer's key on the provider, so nobody watching the store can take (or
+    commit to the Arena) what the buyer paid for. The caller (the trainer) submits the weights itself.
+    `post_training` and `collect_training` are the two halves, for a caller that must remember the job between them.
     """
     client = MarketClient.from_deployment(chain, deployment, market_address)
     job_id = post_training(
@@ -635,9 +641,11 @@ def post_training(
 ) -> int:
     """Publish a training job (one unit per seed) and post it with escrow; return the job id.
 
+    The job seals its weights to `buyer` (`sealed_to`): only the buyer's key opens what the provider publishes.
     A buyer whose USD balance is below the escrow gets `RentalError` and no job is posted.
     """
     from covey.compute.jobs import TrainingJob, TrainUnit, publish_job
+    from covey.compute.sealing import recipient_of
 
     params = {key: value for key, value in dict(hyperparams).items() if value is not None}
     unknown = set(params) - _TRAIN_UNIT_KEYS - _IGNORED_KEYS - {"seed", "architecture"}
@@ -649,6 +657,7 @@ def post_training(
         task=parse_digest(spec_digest),
         units=[TrainUnit(seed=seed, **unit_params) for seed in chosen_seeds],
         architecture=dict(params.get("architecture") or {}),
+        sealed_to=recipient_of(buyer.key),
     )
     escrow = max_price_per_unit_second * job_spec.unit_count * seconds_per_unit
 
@@ -688,15 +697,24 @@ def collect_training(
     wait_verified: bool = False,
     timeout_s: float = 900.0,
 ) -> RentedTraining:
-    """Wait for a posted training job's units and fetch their weights (hash-checked by the store).
+    """Wait for a posted training job's units, fetch their weights (hash-checked by the store) and open them.
 
     Raises `NoBids` (after cancelling the job, refunding the `buyer`) when nobody bid, `ComputeTimeout`
     when the units are not in by `timeout_s` (the job stays: collect it again later), and `RentalError`
-    when a unit failed on the provider (out of memory, out of time...), with the unit's own error.
+    when a unit failed on the provider (out of memory, out of time...), with the unit's own error, or when
+    its weights do not open with the `buyer`'s key (the job was sealed to someone else).
     """
     from covey.compute.jobs import fetch_job, fetch_result
+    from covey.compute.sealing import SealError, sealing_key, unit_context, unseal
 
-    units_wanted = fetch_job(store, client.job(job_id).spec_digest).unit_count
+    spec_digest = client.job(job_id).spec_digest
+    spec = fetch_job(store, spec_digest)
+    units_wanted = spec.unit_count
+    key = None
+    if spec.sealed_to is not None:
+        if buyer is None:
+            raise RentalError(f"job {job_id}'s weights are sealed to its buyer: collect them with the buyer's account")
+        key = sealing_key(buyer.key)
     try:
         units = wait_for_units(client, job_id, units_wanted, verified_only=wait_verified, timeout_s=timeout_s)
     except NoBids:
@@ -705,7 +723,7 @@ def collect_training(
             client.cancel_job(buyer, unbid.job_id)  # the escrow comes back; nobody can ever win it
         raise
     unit_weights: dict[int, ArtifactRef] = {}
-    first_weights = b""
+    unit_bytes: dict[int, bytes] = {}
     for index, output in sorted(units.items()):
         manifest = fetch_result(store, output.result_hash)
         digest = manifest["outputs"].get("weights.safetensors")
@@ -713,7 +731,14 @@ def collect_training(
             why = manifest.get("error") or f"exit code {manifest.get('exit_code')}, no weights"
             raise RentalError(f"job {output.job_id} unit {index} failed on provider {output.provider}: {why}")
         data = store.get(digest)  # hash-checked: what the provider committed is what the trainer gets
-        unit_weights[index] = ArtifactRef(digest, store.uri_for(digest), len(data))
-        first_weights = first_weights or data
+        if key is not None:
+            try:
+                data = unseal(data, key, unit_context(spec_digest, index, "weights.safetensors"))
+            except SealError as exc:
+                raise RentalError(f"job {output.job_id} unit {index}: {exc}") from exc
+            unit_weights[index] = ArtifactRef(sha256_hex(data), "", len(data))
+        else:
+            unit_weights[index] = ArtifactRef(digest, store.uri_for(digest), len(data))
+        unit_bytes[index] = data
     first = min(unit_weights)
-    return RentedTraining(job_id, first_weights, unit_weights[first], unit_weights, units)
+    return RentedTraining(job_id, unit_bytes[first], unit_weights[first], unit_weights, units, unit_bytes)

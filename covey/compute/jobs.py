@@ -6,7 +6,10 @@ Two kinds of job, each a canonical JSON artifact whose sha256 is the on-chain `s
   deterministic algorithms and writes canonical safetensors, so the same unit gives the same bytes on
   any run on the same platform and the verifier can compare hashes.
 - `CommandJob`: argv (with `{unit}` replaced by the unit index), declared input digests and declared
-  output names; optionally a compute-to-data `private_data` digest that only its owner can stage.
+  output names; optionally a compute-to-data `private_data` digest that only its owner can stage (and only
+  for algorithms it approved), or `network` access (a provider sells it at a premium; never with data).
+Either kind may name the buyer's public key in `sealed_to`: outputs are then sealed to the buyer
+(`covey.compute.sealing`) before they are uploaded, so only the buyer can read, or commit, what it rented.
 A unit's result is a small JSON manifest (job, unit, exit code, output digests); its sha256 is the
 `resultHash` a provider commits, and the buyer fetches every output through it.
 Run as `python -m covey.compute.jobs train-unit ...`, this module is the training program itself.
@@ -24,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import pydantic
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from covey.compute.sandbox import FILE_NAME_PATTERN, Limits, Sandbox, SandboxResult
 from covey.errors import ValidationError
@@ -42,10 +45,23 @@ WEIGHTS_OUTPUT = "weights.safetensors"
 _DIGEST = r"^[0-9a-f]{64}$"
 
 Digest = Annotated[str, Field(pattern=_DIGEST)]
+PublicKey = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]  # an X25519 public key, as `sealing` writes it
 FileName = Annotated[str, Field(pattern=FILE_NAME_PATTERN)]  # what the sandbox accepts, checked before any bid
 Compare = Literal["bitwise", "tolerance"]
 # Decides which outputs may leave (compute-to-data): returns (kept, withheld name -> reason).
 OutputFilter = Callable[[dict[str, bytes]], tuple[dict[str, bytes], dict[str, str]]]
+
+
+def _usable_recipient(value: str | None) -> str | None:
+    """A `sealed_to` outputs can really be sealed to (a provider must not win a job it cannot deliver)."""
+    if value is None:
+        return None
+    from covey.compute.sealing import check_recipient
+
+    try:
+        return check_recipient(value)
+    except ValidationError as exc:
+        raise ValueError(str(exc)) from exc
 
 
 class UnitLimits(BaseModel):
@@ -94,6 +110,9 @@ class TrainingJob(BaseModel):
     compare: Compare = "bitwise"
     tolerance: float = Field(default=0.0, ge=0)
     limits: UnitLimits = Field(default_factory=UnitLimits)
+    sealed_to: PublicKey | None = None  # outputs sealed to this buyer key (see `covey.compute.sealing`)
+
+    sealed_to_is_usable = field_validator("sealed_to")(_usable_recipient)
 
     @property
     def unit_count(self) -> int:
@@ -116,19 +135,37 @@ class CommandJob(BaseModel):
     compare: Compare = "bitwise"
     tolerance: float = Field(default=0.0, ge=0)
     limits: UnitLimits = Field(default_factory=UnitLimits)
+    network: bool = False  # the unit may use the provider's network (providers charge a premium for it)
+    sealed_to: PublicKey | None = None
+
+    sealed_to_is_usable = field_validator("sealed_to")(_usable_recipient)
+
+    @model_validator(mode="after")
+    def _no_network_next_to_data(self) -> CommandJob:
+        if self.private_data is not None and self.network:
+            raise ValueError("a compute-to-data job never gets network access: it could send the data anywhere")
+        return self
 
     @property
     def unit_count(self) -> int:
         return self.units
 
 
+_LATER_FIELDS: dict[str, object] = {"sealed_to": None, "network": False}
 JobSpec = Annotated[TrainingJob | CommandJob, Field(discriminator="kind")]
 _JOB_ADAPTER: pydantic.TypeAdapter[TrainingJob | CommandJob] = pydantic.TypeAdapter(JobSpec)
 
 
 def job_to_bytes(job: TrainingJob | CommandJob) -> bytes:
-    """Canonical JSON: the same job always has the same sha256."""
-    return json.dumps(job.model_dump(mode="json"), sort_keys=True, separators=(",", ":")).encode()
+    """Canonical JSON: the same job always has the same sha256.
+
+    Fields added later are left out while unset, so a job that does not use them keeps the digest it had.
+    """
+    data = job.model_dump(mode="json")
+    for name, unset in _LATER_FIELDS.items():
+        if data.get(name, unset) == unset:
+            data.pop(name, None)
+    return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
 
 
 def parse_job(data: bytes) -> TrainingJob | CommandJob:
@@ -162,6 +199,7 @@ class UnitPlan:
     local_files: dict[str, Path]
     outputs: list[str]
     limits: Limits
+    network: bool = False
 
 
 @dataclass(frozen=True)
@@ -221,7 +259,7 @@ def plan_unit(
             raise ValidationError(f"this provider does not hold the private data set {job.private_data[:12]}…")
         local[job.private_data_name] = held
     argv = [part.replace("{unit}", str(unit)) for part in job.argv]
-    return UnitPlan(argv, dict(job.inputs), {}, local, list(job.outputs), limits)
+    return UnitPlan(argv, dict(job.inputs), {}, local, list(job.outputs), limits, network=job.network)
 
 
 def run_unit(
@@ -241,10 +279,15 @@ def run_unit(
     With `publish` the outputs and the manifest go to the store (a provider); without, they are only
     hashed (a verifier re-running a unit to compare). `output_filter` may withhold outputs
     (compute-to-data); withheld names are listed in the manifest, so a re-run reaches the same hash.
+    A compute-to-data unit runs only in namespace isolation (`SandboxError` otherwise), and its manifest
+    carries no number the program chose (exit code, output sizes): those could spell out data too.
+    A job with `sealed_to` has its outputs sealed to the buyer before anything is hashed or uploaded.
     """
+    from covey.compute.sealing import SEAL_SCHEME, seal, unit_context
     from covey.storage import ArtifactRef, sha256_hex
 
     plan = plan_unit(sandbox.store, job, unit, private_data=private_data, needs=needs)
+    compute_to_data = bool(plan.local_files)
     result = sandbox.run(
         plan.argv,
         inputs=plan.inputs,
@@ -253,28 +296,46 @@ def run_unit(
         outputs=plan.outputs,
         limits=plan.limits,
         cancel=cancel,
+        network=plan.network,
+        require_isolation=compute_to_data,
     )
     kept, withheld = output_filter(result.outputs) if output_filter else (result.outputs, {})
+    if job.sealed_to is not None:
+        kept = {name: seal(data, job.sealed_to, unit_context(job_digest, unit, name)) for name, data in kept.items()}
     refs = {
         name: sandbox.store.put(data) if publish else ArtifactRef(sha256_hex(data), "", len(data))
         for name, data in sorted(kept.items())
     }
+    exit_code, error, rejected = result.returncode, result.error, dict(result.rejected)
+    if compute_to_data:
+        exit_code = 0 if result.returncode == 0 else 1
+        error = "" if result.returncode == 0 else _coarse_error(result)
+        rejected = dict.fromkeys(result.rejected, "not a regular file within the size cap")
     manifest: dict[str, Any] = {
         "version": 1,
         "job": job_digest,
         "unit": unit,
-        "exit_code": result.returncode,
+        "exit_code": exit_code,
         "timed_out": result.timed_out,
-        "error": result.error,
+        "error": error,
         "outputs": {name: ref.digest for name, ref in refs.items()},
         "missing": sorted(result.missing),
-        "rejected": dict(sorted(result.rejected.items())),
+        "rejected": dict(sorted(rejected.items())),
         "withheld": dict(sorted(withheld.items())),
     }
+    if job.sealed_to is not None:
+        manifest["sealed"] = SEAL_SCHEME
     manifest_bytes = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
     if publish:
         sandbox.store.put(manifest_bytes)
     return UnitOutcome(unit, manifest, manifest_bytes, refs, result)
+
+
+def _coarse_error(result: SandboxResult) -> str:
+    """A compute-to-data failure in words that carry no number the program chose."""
+    if result.error.startswith(("timed out", "out of memory", "killed: the unit used up", "cancelled")):
+        return result.error  # worded from the buyer's own limits
+    return "the program failed"
 
 
 def fetch_result(store: ArtifactStore, result_hash: bytes) -> dict[str, Any]:

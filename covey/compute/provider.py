@@ -5,6 +5,9 @@ whose window closed, run the units of jobs it won in the sandbox (a thread sends
 upload outputs and commit each unit's result hash, settle its own jobs nobody verified in time, and, as
 a watchdog, report other providers' missed heartbeats (the re-posted work is then up for bidding).
 `Fault` makes the faulty providers that tests and the demo need: one that dies mid-job, one that cheats.
+At start the agent finds out, once, how its sandbox isolates units and says so; without namespace isolation
+it refuses compute-to-data jobs (and says why). It runs a compute-to-data job only for an algorithm the data
+owner approved, and a job that wants the network only at its `PricingRule`'s network premium.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from dataclasses import dataclass, field
 
 from eth_account.signers.local import LocalAccount
 
-from covey.compute.c2d import PrivateDataset
+from covey.compute.c2d import NotApproved, PrivateDataset
 from covey.compute.client import Bid, Job, JobStatus, MarketClient, Resources
 from covey.compute.jobs import WEIGHTS_OUTPUT, CommandJob, TrainingJob, fetch_job, run_unit
 from covey.compute.sandbox import Sandbox, machine_capacity
@@ -37,17 +40,23 @@ class PricingRule:
     """How a provider prices work: never below `floor` (USD units per unit-second, also its offer price).
 
     With `undercut`, it bids one unit below the cheapest bid already placed, down to its floor, the way
-    a reverse auction is usually played.
+    a reverse auction is usually played. A job that declares network access pays `network_premium` on top
+    of the floor; with no premium set the provider does not sell network access at all.
     """
 
     floor: int
     undercut: bool = False
+    network_premium: int | None = None
 
-    def bid_for(self, job: Job, bids: Sequence[Bid]) -> int | None:
-        """The price to bid on `job` given the bids so far, or None if the job pays too little."""
-        price = self.floor
+    def bid_for(self, job: Job, bids: Sequence[Bid], *, network: bool = False) -> int | None:
+        """The price to bid on `job` given the bids so far, or None if the job pays too little (or wants a
+        network this provider does not sell)."""
+        if network and self.network_premium is None:
+            return None
+        floor = self.floor + (self.network_premium or 0) * network
+        price = floor
         if self.undercut and bids:
-            price = max(self.floor, min(bid.price_per_unit_second for bid in bids) - 1)
+            price = max(floor, min(bid.price_per_unit_second for bid in bids) - 1)
         return price if price <= job.max_price_per_unit_second else None
 
 
@@ -103,6 +112,11 @@ class ProviderAgent:
         self.watchdog = watchdog
         self.fault = fault or Fault()
         self.stats = ProviderStats()
+        # Tried once, now: how units will be isolated here decides which jobs this provider may take.
+        self.isolation = self.sandbox.probe()
+        self.log(f"{self.name}: units run with {self.isolation.describe()}")
+        if self.datasets and not self.isolation.namespaces:
+            self.log(f"{self.name}: refusing compute-to-data: it needs namespace isolation ({self.isolation.detail})")
         self._dead = threading.Event()
         self._cancel = threading.Event()
         self._cursor = 1
@@ -184,12 +198,13 @@ class ProviderAgent:
             return
         if mine or job.job_id in self._unrunnable or not self.resources.fits(job.needs):
             return
-        if not self._can_run(job):
+        spec = self._runnable_spec(job)
+        if spec is None:
             self._unrunnable.add(job.job_id)
             return
         if not self._has_enough_stake():
             return
-        price = self.pricing.bid_for(job, bids)
+        price = self.pricing.bid_for(job, bids, network=isinstance(spec, CommandJob) and spec.network)
         if price is None:
             return
         if self._try(lambda: self.client.bid(self.account, job.job_id, price), "bid"):
@@ -262,7 +277,8 @@ class ProviderAgent:
             job.spec_digest,
             spec_unit,
             private_data={dataset.digest: dataset.path} if dataset else None,
-            output_filter=dataset.output_filter() if dataset else None,
+            # `output_filter(spec)` raises `NotApproved` for an algorithm the owner did not approve.
+            output_filter=dataset.output_filter(spec) if dataset and isinstance(spec, CommandJob) else None,
             cancel=self._cancel,
             needs=job.needs,
         )
@@ -293,20 +309,35 @@ class ProviderAgent:
 
     # -- helpers --------------------------------------------------------------------------------------
 
-    def _can_run(self, job: Job) -> bool:
-        """Whether the job spec is in the store, parses, and (for compute-to-data) names data this provider holds."""
+    def _runnable_spec(self, job: Job) -> TrainingJob | CommandJob | None:
+        """The job's spec if this provider may run it: in the store, parseable, and for compute-to-data on data
+        it holds, with the algorithm approved and namespace isolation here. Refusals are logged with the reason."""
         try:
             spec = fetch_job(self.store, job.spec_digest)
         except CoveyError as exc:
             self.log(f"{self.name}: skipping job {job.job_id}: {exc}")
-            return False
+            return None
         if job.first_unit + job.units > spec.unit_count:
-            return False
+            return None
         if job.parent_job and self.client.job(job.parent_job).provider == self.address:
-            return False  # the Market bars a provider from the re-post of work it failed
-        if isinstance(spec, CommandJob) and spec.private_data is not None:
-            return spec.private_data in self.datasets
-        return True
+            return None  # the Market bars a provider from the re-post of work it failed
+        if not isinstance(spec, CommandJob) or spec.private_data is None:
+            return spec
+        dataset = self.datasets.get(spec.private_data)
+        if dataset is None:
+            return None
+        if not self.isolation.namespaces:
+            self.log(
+                f"{self.name}: refusing compute-to-data job {job.job_id}: it must run in namespace isolation, "
+                f"which is not available here ({self.isolation.detail})"
+            )
+            return None
+        try:
+            dataset.admit(spec)
+        except NotApproved as exc:
+            self.log(f"{self.name}: refusing compute-to-data job {job.job_id}: {exc}")
+            return None
+        return spec
 
     def _has_enough_stake(self) -> bool:
         """Whether this provider may bid at all (checked once per step; a slash can end it)."""

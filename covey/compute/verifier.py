@@ -8,6 +8,9 @@ tolerance, and the verdict is filed with `verifyUnit`. The agent is also a watch
 A verifier must read the artifact store the market's buyers and providers use. When it cannot re-run a
 unit properly (the spec is not in its store, or its own run hit the wall-clock limit) it files no
 verdict: a misconfigured or slow verifier must never slash an honest provider.
+Sealed outputs (a job with `sealed_to`) seal deterministically, so a bitwise re-run reproduces the committed
+hash without the buyer's key; a tolerance check must open the provider's outputs, which only the buyer (or
+a verifier the buyer gave its sealing key, `sealing_keys`) can do.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from eth_account.signers.local import LocalAccount
 
 from covey.compute.c2d import PrivateDataset
@@ -31,7 +35,8 @@ from covey.compute.jobs import (
     run_unit,
     weights_distance,
 )
-from covey.compute.sandbox import Sandbox
+from covey.compute.sandbox import Sandbox, SandboxError
+from covey.compute.sealing import SealError, public_key_hex, sealing_key, unit_context, unseal
 from covey.errors import ChainError, CoveyError, StorageError, ValidationError
 from covey.storage import ArtifactStore
 
@@ -76,6 +81,7 @@ class VerifierAgent:
         log: Log | None = None,
         watchdog: bool = True,
         only_buyer_jobs: bool = False,
+        sealing_keys: Sequence[X25519PrivateKey] = (),
     ) -> None:
         self.client = client
         self.account = account
@@ -87,6 +93,9 @@ class VerifierAgent:
         self.log = log or _quiet
         self.watchdog = watchdog
         self.only_buyer_jobs = only_buyer_jobs
+        # Keys to open sealed outputs with: its own (for jobs it bought) and any a buyer shared with it.
+        own = sealing_key(account.key)
+        self.sealing_keys = {public_key_hex(key): key for key in (own, *sealing_keys)}
         self.checks: list[Check] = []
         self._cursor = 1
         self._cannot_rerun: set[int] = set()
@@ -142,7 +151,7 @@ class VerifierAgent:
                 continue
             try:
                 check = self.check_unit(job, unit)
-            except (StorageError, ValidationError, InconclusiveCheck) as exc:
+            except (StorageError, ValidationError, InconclusiveCheck, SandboxError) as exc:
                 self.log(f"{self.name}: cannot re-run job {job.job_id} unit {unit} (no verdict filed): {exc}")
                 return filed
             try:
@@ -171,7 +180,7 @@ class VerifierAgent:
             job.spec_digest,
             job.first_unit + unit,
             private_data={dataset.digest: dataset.path} if dataset else None,
-            output_filter=dataset.output_filter() if dataset else None,
+            output_filter=dataset.output_filter(spec) if dataset and isinstance(spec, CommandJob) else None,
             publish=False,
             needs=job.needs,  # the limits the provider ran it under
         )
@@ -181,7 +190,7 @@ class VerifierAgent:
             ok = outcome.result_hash == committed
             detail = "same result hash" if ok else f"result {outcome.result_digest[:12]}… vs {committed.hex()[:12]}…"
         else:
-            ok, detail = self._within_tolerance(spec, outcome, committed)
+            ok, detail = self._within_tolerance(spec, job.spec_digest, outcome, committed)
         elapsed = time.perf_counter() - started
         return Check(job.job_id, unit, ok, outcome.result_hash, detail, elapsed, by_hash=spec.compare == "bitwise")
 
@@ -192,9 +201,14 @@ class VerifierAgent:
             self.client.verify_unit(self.account, job.job_id, check.unit, check.ok)
 
     def _within_tolerance(
-        self, spec: TrainingJob | CommandJob, outcome: UnitOutcome, committed: bytes
+        self, spec: TrainingJob | CommandJob, spec_digest: str, outcome: UnitOutcome, committed: bytes
     ) -> tuple[bool, str]:
         """Compare outputs number by number; structure (exit code, names) must match exactly."""
+        opener = None
+        if spec.sealed_to is not None:
+            opener = self.sealing_keys.get(spec.sealed_to)
+            if opener is None:
+                raise InconclusiveCheck("its outputs are sealed to the buyer, and this verifier lacks the buyer's key")
         try:
             theirs = fetch_result(self.store, committed)
         except (StorageError, ValidationError) as exc:
@@ -208,9 +222,13 @@ class VerifierAgent:
         worst = 0.0
         for name, digest in theirs["outputs"].items():
             try:
-                their_bytes = self.store.get(digest, max_bytes=spec.limits.max_output_mb << 20)
+                their_bytes = self.store.get(digest, max_bytes=(spec.limits.max_output_mb << 20) + 4096)
+                if opener is not None:
+                    their_bytes = unseal(their_bytes, opener, unit_context(spec_digest, mine["unit"], name))
             except StorageError as exc:
                 return False, f"output {name} unavailable: {exc}"
+            except SealError as exc:
+                return False, f"output {name} is not sealed to the buyer for this unit: {exc}"
             distance = _distance(name, their_bytes, outcome.sandbox.outputs[name])
             worst = max(worst, distance)
             if distance > spec.tolerance:

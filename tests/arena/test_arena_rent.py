@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from eth_account.signers.local import LocalAccount
 
 from covey.arena import ArenaClient, Hyperparams, TrainerNode
 from covey.arena.trainer import Rental
@@ -27,6 +28,7 @@ from covey.compute.client import JobStatus, MarketClient, Resources, job_lineage
 from covey.compute.jobs import WEIGHTS_OUTPUT, fetch_result
 from covey.compute.provider import PricingRule, ProviderAgent
 from covey.compute.sandbox import Sandbox
+from covey.compute.sealing import sealing_key, unit_context, unseal
 from covey.ml import default_spec, evaluate, load_weights
 from covey.storage import open_store, sha256_hex
 from tests.arena.conftest import COV, ArenaEnv, run_covey
@@ -76,11 +78,19 @@ def rental(env: ArenaEnv, **terms: object) -> Rental:
     return Rental(MarketClient.from_deployment(env.chain, env.deployment), **options)  # type: ignore[arg-type]
 
 
-def rented_weights_digest(market: MarketClient, store, job_id: int) -> tuple[str, str]:
-    """The weights digest the provider committed for unit 0 of a job, and that provider."""
+def rented_weights_digest(market: MarketClient, store, job_id: int, buyer: LocalAccount) -> tuple[str, str]:
+    """The digest of the weights the provider trained for unit 0 of a job, and that provider.
+
+    The provider published them sealed to the buyer: only the buyer's key opens them, and what sits in the
+    store is not the weights (so nobody could commit to their hash before the buyer did).
+    """
     job = job_lineage(market, job_id)[-1]
     manifest = fetch_result(store, market.unit_result(job.job_id, 0).result_hash)
-    return manifest["outputs"][WEIGHTS_OUTPUT], job.provider
+    published = manifest["outputs"][WEIGHTS_OUTPUT]
+    context = unit_context(job.spec_digest, job.first_unit, WEIGHTS_OUTPUT)
+    digest = sha256_hex(unseal(store.get(published), sealing_key(buyer.key), context))
+    assert digest != published
+    return digest, job.provider
 
 
 def test_a_trainer_that_rents_a_provider_submits_the_weights_it_trained(
@@ -99,7 +109,7 @@ def test_a_trainer_that_rents_a_provider_submits_the_weights_it_trained(
     record = node.state.load(posted.task_id)
     assert record.committed and not node.rental_failures
     job_id = record.notes["rented_job"]
-    digest, trained_by = rented_weights_digest(market, env.store, job_id)
+    digest, trained_by = rented_weights_digest(market, env.store, job_id, trainer)
     assert trained_by == provider.address == record.notes["rental"]["provider"]
     assert record.weights_hash == digest  # the commitment is to exactly what the provider trained
     job = market.job(job_id)
@@ -170,7 +180,7 @@ def test_covey_arena_train_rent_from_the_command_line(market_env: ArenaEnv, anvi
     result = json.loads(rented.stdout)
     assert result["committed"] and result["notes"]["rental"]["provider"] == provider.address
     digest, _ = rented_weights_digest(
-        MarketClient.from_deployment(env.chain, env.deployment), env.store, result["notes"]["rented_job"]
+        MarketClient.from_deployment(env.chain, env.deployment), env.store, result["notes"]["rented_job"], trainer
     )
     assert result["weightsHash"] == digest
     assert env.client.submission_of(posted.task_id, trainer.address) is not None

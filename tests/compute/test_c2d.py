@@ -53,11 +53,21 @@ def test_the_leak_scan_finds_rows_in_every_plain_form(hospital: PrivateDataset) 
     assert leaks(",".join(f"{v:.6f}" for v in row).encode(), hospital)
     stats = {"mean": hospital.inputs.mean(axis=0).round(4).tolist(), "rows": hospital.rows}
     assert not leaks(json.dumps(stats).encode(), hospital)
-    assert hospital.describe() == {"digest": hospital.digest, "rows": 200, "features": 6, "labelled": True}
+    assert hospital.describe() == {
+        "digest": hospital.digest,
+        "rows": 200,
+        "features": 6,
+        "labelled": True,
+        "approved": {},
+    }
 
 
-def run_c2d_job(bazaar, store, tmp_path: Path, hospital: PrivateDataset, job: CommandJob) -> int:
-    """Post `job` as a buyer and let the data owner's provider bid, win and run it; return the job id."""
+def run_c2d_job(
+    bazaar, store, tmp_path: Path, hospital: PrivateDataset, job: CommandJob, *, cap: int | None = None
+) -> int:
+    """Post `job` as a buyer and let the data owner's provider (which approved the job's algorithm, with
+    output cap `cap`) bid, win and run it; return the job id."""
+    hospital = hospital.approve(job, cap)
     (owner,) = bazaar.people(1)
     bazaar.stake(owner, MIN_STAKE)
     provider = ProviderAgent(
@@ -106,6 +116,7 @@ def test_aggregate_statistics_leave_and_rows_never_do(bazaar, store, tmp_path, h
 
 
 def test_a_program_that_tries_to_smuggle_rows_out_gets_nothing(bazaar, store, tmp_path, hospital) -> None:
+    """Even an algorithm the owner approved by mistake: the cap withholds the table, the scan the rows as text."""
     program = store.put(LEAKY_PROGRAM)
     job = CommandJob(
         argv=["python", "program.py", "private.npz"],
@@ -118,7 +129,10 @@ def test_a_program_that_tries_to_smuggle_rows_out_gets_nothing(bazaar, store, tm
     (unit,) = bazaar.client.unit_results(job_id)
     manifest = fetch_result(store, unit.result_hash)
     assert manifest["outputs"] == {}
-    assert set(manifest["withheld"]) == {"stats.json", "rows.bin"}
+    assert manifest["withheld"] == {
+        "rows.bin": f"over the {hospital.aggregate_cap_bytes()}-byte compute-to-data cap",
+        "stats.json": "contains a raw row written as text",
+    }
     # Nothing anywhere in the shared store (all a buyer could ever fetch) holds a row.
     for path in Path(store.root).rglob("*"):
         if path.is_file():
@@ -135,7 +149,7 @@ def test_only_the_data_owner_can_run_a_compute_to_data_job(store, hospital) -> N
 
 @pytest.mark.e2e
 def test_a_model_trained_next_to_the_data_leaves_as_weights_only(bazaar, store, tmp_path, hospital) -> None:
-    job_id = run_c2d_job(bazaar, store, tmp_path, hospital, train_job(store, hospital.digest, steps=20))
+    job_id = run_c2d_job(bazaar, store, tmp_path, hospital, train_job(store, hospital.digest, steps=20), cap=4096)
     (unit,) = bazaar.client.unit_results(job_id)
     manifest = fetch_result(store, unit.result_hash)
     weights = store.get(manifest["outputs"]["weights.safetensors"])

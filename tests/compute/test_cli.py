@@ -169,3 +169,36 @@ def test_provider_run_wins_and_runs_a_job(market_env) -> None:
     status = market("status", str(job_id))
     assert status["status"] == "verifying"
     assert all(unit["resultHash"] for unit in status["units"])
+    assert any("units run with namespace isolation" in line for line in out.splitlines()) or os.geteuid() != 0
+
+    # The outputs were sealed to the buyer (dev4): only its key opens them.
+    folder = market_env["home"] / "results"
+    fetched = market("results", str(job_id), "--out", str(folder), "--from", "dev4")
+    assert fetched["sealed"] and [item["unit"] for item in fetched["outputs"]] == [0, 1]
+    assert (folder / "unit-1" / "out.txt").read_text() == "unit 1"
+    with pytest.raises(ValidationError, match="this key does not open the sealed output"):
+        market("results", str(job_id), "--out", str(folder / "theirs"), "--from", "dev3")
+
+
+def test_market_algorithm_prints_the_code_hash_an_owner_approves(tmp_path: Path) -> None:
+    from covey.compute.c2d import algorithm_digest
+    from covey.compute.jobs import CommandJob, job_to_bytes
+
+    job = CommandJob(
+        argv=["python", "program.py", "private.npz"],
+        inputs={"program.py": "ab" * 32},
+        outputs=["stats.json"],
+        private_data="cd" * 32,
+    )
+    spec = tmp_path / "job.json"
+    spec.write_bytes(job_to_bytes(job))
+    assert market("algorithm", "--job", str(spec))["algorithm"] == algorithm_digest(job)
+
+
+def test_provider_run_parses_approvals() -> None:
+    from covey.cli.provider_cmd import _parse_approval
+
+    assert _parse_approval("ab" * 32) == ("ab" * 32, None)
+    assert _parse_approval(f"sha256:{'ab' * 32}:4096") == ("ab" * 32, 4096)
+    with pytest.raises(ValidationError):
+        _parse_approval("not-a-digest:12")
