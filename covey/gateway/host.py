@@ -24,6 +24,7 @@ from eth_account.signers.local import LocalAccount
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from covey.bounds import check_recursion_limit
 from covey.chain import Chain
 from covey.errors import ChainError, CoveyError
 from covey.gateway.backend import GenerationRequest, LocalBackend
@@ -36,6 +37,7 @@ from covey.gateway.openai_api import (
     error_body,
     error_response,
     install_error_handlers,
+    install_request_bounds,
     parse_body,
     sse,
 )
@@ -117,6 +119,7 @@ def create_host_app(
     register: bool = True,
 ) -> FastAPI:
     """The host's HTTP API over `backend`; with `register`, its on-chain life runs with the app's."""
+    check_recursion_limit()
     node = HostNode(registry, account, config) if registry is not None and register else None
     signing_registry = registry.address if registry is not None else "0x" + "00" * 20
     chain_id = registry.chain.chain_id if registry is not None else 0
@@ -137,6 +140,7 @@ def create_host_app(
 
     app = FastAPI(title="Covey inference host", lifespan=lifespan, docs_url=None, redoc_url=None)
     install_error_handlers(app)
+    install_request_bounds(app)
 
     @app.get("/health")
     async def health() -> dict[str, Any]:

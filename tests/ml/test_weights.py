@@ -108,7 +108,7 @@ def test_nan_weights_are_refused_and_the_model_is_left_unchanged() -> None:
 
 def test_metadata_that_is_not_json_is_a_model_error() -> None:
     data = save_safetensors(_model().state_dict(), metadata={"covey.family": "mlp", "covey.config": "{oops"})
-    with pytest.raises(ModelError, match="not JSON"):
+    with pytest.raises(ModelError, match="not valid JSON"):
         read_architecture(data)
     header = json.dumps({"__metadata__": [1]}).encode()
     with pytest.raises(ModelError, match="not a JSON object"):
