@@ -95,7 +95,11 @@ def _build_payments(options: PaymentOptions, metrics: GatewayMetrics, on_settled
             raise ValueError("batched settlement needs a journal directory")
         # Batches go through the in-process facilitator: the spec's HTTP facilitator settles one at a time.
         inner = BatchedSettlement(
-            facilitator, options.journal_dir, batch_size=options.batch_size, flush_interval_s=options.flush_interval_s
+            facilitator,
+            options.journal_dir,
+            batch_size=options.batch_size,
+            flush_interval_s=options.flush_interval_s,
+            max_timeout_s=options.max_timeout_s,
         )
     settlement = MeteredSettlement(inner, metrics, on_settled)
     server = ExactEvmServer(options.chain, options.token, options.pay_to, max_timeout_s=options.max_timeout_s)

@@ -114,12 +114,15 @@ def settled_keys(receipt: TxReceipt, batcher: str) -> set[str]:
     return keys
 
 
-def find_settlement(chain: Chain, token: str, auth: Authorization, lookback_blocks: int) -> str | None:
+def find_settlement(
+    chain: Chain, token: str, auth: Authorization, lookback_blocks: int, *, sender: str | None = None
+) -> str | None:
     """The hash of a past transaction that executed exactly `auth` (same payee and value), if any.
 
     A used nonce alone does not prove it: the payer may have signed another authorisation with the same
     nonce, or cancelled it. The token's `AuthorizationUsed(payer, nonce)` log finds the transaction; its
-    `Transfer` log must show this payee and amount.
+    `Transfer` log must show this payee and amount. With `sender`, only a transaction sent from that
+    account counts (a facilitator's own settlement, not someone else's use of the same authorisation).
     """
     token = Web3.to_checksum_address(token)
     latest = chain.block_number()
@@ -137,6 +140,8 @@ def find_settlement(chain: Chain, token: str, auth: Authorization, lookback_bloc
     )
     for entry in logs:
         receipt = chain.w3.eth.get_transaction_receipt(entry["transactionHash"])
+        if sender is not None and str(receipt["from"]).lower() != sender.lower():
+            continue
         if _has_transfer(receipt, token, auth):
             return tx_hash(receipt)
     return None
