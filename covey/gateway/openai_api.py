@@ -76,7 +76,8 @@ class _SamplingRequest(_Lenient):
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, gt=0, le=1)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    # OpenAI's seed is a signed 64-bit integer; anything wider would overflow the sampler's generator (a 500).
+    seed: int | None = Field(default=None, ge=-(2**63), le=2**63 - 1)
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     n: int | None = Field(default=None, ge=1)
