@@ -170,13 +170,12 @@ def create_host_app(
     async def _check_gateway(request: Request, body: bytes) -> Response | None:
         if registry is None or not config.require_gateway:
             return None
-        try:
-            timestamp = int(request.headers.get(GATEWAY_TIME_HEADER, ""))
-        except ValueError:
-            timestamp = 0
-        signer = request_signer(body, timestamp, request.headers.get(GATEWAY_SIGNATURE_HEADER, ""))
-        fresh = abs(time.time() - timestamp) <= REQUEST_MAX_AGE_S
-        if not fresh or signer is None or not await asyncio.to_thread(registry.is_gateway, signer):
+        timestamp = _timestamp(request.headers.get(GATEWAY_TIME_HEADER, ""))
+        signer = None
+        # A stale or malformed request costs no signature recovery.
+        if timestamp is not None and abs(time.time() - timestamp) <= REQUEST_MAX_AGE_S:
+            signer = request_signer(body, timestamp, request.headers.get(GATEWAY_SIGNATURE_HEADER, ""))
+        if signer is None or not await asyncio.to_thread(registry.is_gateway, signer):
             message = "this host serves only requests signed by a gateway the HostRegistry lists"
             return JSONResponse(error_body(message, "authentication_error"), status_code=401)
         return None
@@ -234,6 +233,16 @@ def create_host_app(
     app.state.config = config
     app.state.account = account
     return app
+
+
+def _timestamp(text: str) -> int | None:
+    """A request's unix time as the gateway sent it; `None` if it is not a plausible integer."""
+    if len(text) > 20:  # far past any real time; a longer number would overflow the float comparison
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        return None
 
 
 def build_host_app(

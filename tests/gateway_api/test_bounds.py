@@ -23,6 +23,7 @@ from covey.gateway.backend import LocalBackend
 from covey.gateway.host import HostConfig, create_host_app
 from covey.gateway.openai_api import MAX_BODY_BYTES
 from covey.gateway.registry import HostRegistryClient
+from covey.gateway.signing import GATEWAY_SIGNATURE_HEADER, GATEWAY_TIME_HEADER
 from tests.untrusted import ATTACK_DEPTH, covey_serve, nested_arrays, nested_in_object
 
 from .conftest import HOST_PRICE_PER_1K, World, host_process, local_gateway, serve_in_thread
@@ -128,6 +129,33 @@ def test_a_host_refuses_the_nesting_attack_before_anything_parses_it(world: Worl
     deep, just_over_the_bound, health = asyncio.run(attack())
     assert (deep.status_code, just_over_the_bound.status_code, health.status_code) == (400, 400, 200)
     assert deep.json() == {"error": DEEP_ERROR}
+
+
+def test_a_host_answers_malformed_gateway_signatures_with_401_not_500(world: World) -> None:
+    app = create_host_app(
+        LocalBackend(world.catalog(), price_per_1k_atomic=HOST_PRICE_PER_1K),
+        world.gateway_account,
+        HostRegistryClient(world.chain, world.registry.address),
+        HostConfig(model_id=world.model_id, endpoint="http://127.0.0.1:1", price_per_1k_atomic=HOST_PRICE_PER_1K),
+        register=False,
+    )
+    now = str(int(time.time()))
+    forged = [
+        {GATEWAY_TIME_HEADER: "9" * 400, GATEWAY_SIGNATURE_HEADER: "0x" + "00" * 65},  # overflows a float
+        {GATEWAY_TIME_HEADER: now, GATEWAY_SIGNATURE_HEADER: "0x" + "00" * 65},  # 65 bytes, no signature
+        {GATEWAY_TIME_HEADER: now, GATEWAY_SIGNATURE_HEADER: "0x" + "ff" * 65},
+        {GATEWAY_TIME_HEADER: now, GATEWAY_SIGNATURE_HEADER: "not hex"},
+        {GATEWAY_TIME_HEADER: "-1e9"},
+        {},
+    ]
+
+    async def send() -> list[httpx.Response]:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://host") as http:
+            return [await http.post("/v1/completions", json=completion(world), headers=h) for h in forged]
+
+    for reply in asyncio.run(send()):
+        assert reply.status_code == 401, reply.text
+        assert reply.json()["error"]["type"] == "authentication_error"
 
 
 def test_a_host_process_survives_the_nesting_attack(world: World, tmp_path: Path) -> None:
