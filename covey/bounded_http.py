@@ -75,18 +75,18 @@ class BoundedRequests:
             return
         try:
             self._check_head(scope)
-        except UntrustedInputError as error:
-            await self._refuse(send, error, close=not await self._drain(receive))
+        except UntrustedInputError as bad_head:
+            await self._refuse(send, bad_head, close=not await self._drain(receive))
             return
-        body, error, close = await self._read_body(scope, receive)
-        if error is None and body:
+        body, refused, close = await self._read_body(scope, receive)
+        if refused is None and body:
             try:
                 # Every Covey API takes JSON bodies only; the scan is one regex pass, cheap next to the parse.
                 check_json_bounds(body, max_bytes=self.max_body_bytes, max_depth=self.max_depth, what="request body")
-            except UntrustedInputError as bad:
-                error = bad
-        if error is not None:
-            await self._refuse(send, error, close=close)
+            except UntrustedInputError as bad_body:
+                refused = bad_body
+        if refused is not None:
+            await self._refuse(send, refused, close=close)
         elif body is not None:  # None: the client went away mid-body, there is nobody to answer
             await self.app(scope, _replay(body, receive), send)
 
