@@ -39,6 +39,7 @@ from covey.gateway.x402.mechanisms.evm.eip3009 import (
     token_contract,
 )
 from covey.gateway.x402.mechanisms.evm.exact.onchain import (
+    authorization_used,
     find_settlement,
     reason_from_revert,
     settle_through_batcher,
@@ -285,7 +286,7 @@ class ExactEvmFacilitator:
             auth = self._parse(payload).auth
         except _Invalid as invalid:
             raise ValueError(str(invalid)) from invalid
-        return bool(self._token(requirements.asset).functions.authorizationState(auth.payer, auth.nonce).call())
+        return authorization_used(self.chain, requirements.asset, auth)
 
     # -- checks --------------------------------------------------------------------------------------
 
