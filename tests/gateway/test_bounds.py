@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from starlette.types import Receive, Scope, Send
 
 from covey.gateway import ExactEvmClient, ExactEvmFacilitator, create_facilitator_app
 from covey.gateway.x402.demo_app import create_demo_app
@@ -19,8 +20,9 @@ from covey.gateway.x402.encoding import (
     decode_payment_required,
     encode_header,
 )
-from covey.gateway.x402.errors import MalformedPaymentError
+from covey.gateway.x402.errors import FacilitatorUnavailableError, MalformedPaymentError
 from covey.gateway.x402.facilitator_app import MAX_BODY_BYTES
+from covey.gateway.x402.facilitator_client import HttpFacilitatorClient
 from tests.untrusted import ATTACK_DEPTH, covey_serve, nested_arrays, nested_in_object
 
 from .conftest import Money, serve_in_thread
@@ -111,3 +113,25 @@ def test_covey_facilitator_serve_survives_the_nesting_attack(covey_home: Path, t
     assert (attack.status_code, deep.status_code) == (413, 400)
     assert "nests more than 64 levels deep" in deep.json()["error"]
     assert alive and supported.status_code == 200
+
+
+async def _hostile_facilitator(scope: Scope, receive: Receive, send: Send) -> None:
+    """A remote "facilitator" that answers everything with arrays nested 20,000 deep (40 KB)."""
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": nested_arrays(DEEP_BUT_SMALL)})
+
+
+def test_a_remote_facilitators_nested_answer_is_refused_not_parsed() -> None:
+    async def ask(url: str) -> None:
+        client = HttpFacilitatorClient(url, timeout_s=30)
+        try:
+            await client.supported()
+        finally:
+            await client.aclose()
+
+    with serve_in_thread(_hostile_facilitator) as url, pytest.raises(FacilitatorUnavailableError) as refused:
+        asyncio.run(ask(url))
+
+    assert "answered outside the x402 schema: the answer nests more than 64 levels deep" in str(refused.value)
