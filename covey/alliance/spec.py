@@ -15,11 +15,14 @@ import numpy as np
 from torch import nn
 
 from covey.alliance.canonical import encode_update
+from covey.bounds import UntrustedInputError, loads_json
 from covey.errors import ValidationError
 from covey.ml import build_model, flatten
 from covey.ml.datasets import Dataset, load_dataset
 
 SPEC_FORMAT = "covey-alliance-spec/1"
+MAX_SPEC_BYTES = 1 << 20
+"""A spec is ~1 KB; one from the store is bounded in size and nesting before it is parsed."""
 CLASSIFICATION_DATASETS = ("digits", "mnist", "breast_cancer")
 
 
@@ -65,9 +68,9 @@ class AllianceSpec:
     def from_bytes(cls, data: bytes) -> AllianceSpec:
         """Parse spec bytes; `ValidationError` for anything that is not a spec of this format."""
         try:
-            payload = json.loads(data)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ValidationError(f"alliance spec is not JSON: {exc}") from exc
+            payload = loads_json(data, max_bytes=MAX_SPEC_BYTES, what="alliance spec")
+        except UntrustedInputError as exc:
+            raise ValidationError(str(exc)) from exc
         if not isinstance(payload, dict) or payload.pop("format", None) != SPEC_FORMAT:
             raise ValidationError(f"alliance spec is not in format {SPEC_FORMAT}")
         try:

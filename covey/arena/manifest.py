@@ -30,12 +30,16 @@ import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 from safetensors.numpy import load as load_arrays
 
+from covey.bounds import UntrustedInputError, check_json_bounds, loads_json
 from covey.errors import StorageError, ValidationError
 from covey.ml import Dataset, Split, TaskSpec, load_dataset, split_dataset
 from covey.storage import ArtifactStore, sha256_hex
 
 MAX_MANIFEST_BYTES = 1 << 20
+MAX_KEY_BYTES = 64 * 1024
 MAX_TRAIN_DATA_BYTES = 512 << 20
+# A dataset file's header is a flat metadata map and one small object per array: 3 levels deep.
+MAX_DATASET_HEADER_DEPTH = 8
 
 
 class ValidationKey(BaseModel):
@@ -65,8 +69,10 @@ class ValidationKey(BaseModel):
 
     @classmethod
     def from_bytes(cls, data: bytes) -> ValidationKey:
+        """Parse a key file (bounded in size and nesting first); `ValidationError` says what is wrong."""
+        raw = check_json_bounds(data, max_bytes=MAX_KEY_BYTES, what="validation key file")
         try:
-            return cls.model_validate_json(data)
+            return cls.model_validate_json(raw)
         except pydantic.ValidationError as exc:
             raise ValidationError(f"not a validation key file: {exc}") from exc
 
@@ -97,8 +103,10 @@ class TaskManifest(BaseModel):
 
     @classmethod
     def from_bytes(cls, data: bytes) -> TaskManifest:
+        """Parse a manifest from the store (bounded in size and nesting first); `ValidationError` if malformed."""
+        raw = check_json_bounds(data, max_bytes=MAX_MANIFEST_BYTES, what="task manifest")
         try:
-            return cls.model_validate_json(data)
+            return cls.model_validate_json(raw)
         except pydantic.ValidationError as exc:
             raise ValidationError(f"not an Arena task manifest: {exc}") from exc
 
@@ -142,7 +150,10 @@ def decode_dataset(blob: bytes) -> Dataset:
     """The inverse of `encode_dataset`; `ValidationError` for anything else."""
     try:
         header_length = int.from_bytes(blob[:8], "little")
-        metadata = json.loads(blob[8 : 8 + header_length]).get("__metadata__") or {}
+        header = loads_json(
+            blob[8 : 8 + header_length], max_bytes=MAX_MANIFEST_BYTES, max_depth=MAX_DATASET_HEADER_DEPTH, what="header"
+        )
+        metadata = header.get("__metadata__") or {}
         arrays = load_arrays(blob)
         task = metadata["task"]
         if task not in ("classification", "language"):
@@ -154,7 +165,7 @@ def decode_dataset(blob: bytes) -> Dataset:
             targets=arrays.get("targets"),
             num_classes=int(metadata["num_classes"]),
         )
-    except (ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError, UntrustedInputError) as exc:
         raise ValidationError(f"the task's training data is not a Covey dataset file: {exc}") from exc
 
 

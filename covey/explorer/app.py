@@ -23,6 +23,8 @@ from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from covey.bounded_http import BoundedRequests
+from covey.bounds import check_recursion_limit
 from covey.chain import Chain
 from covey.config import get_settings
 from covey.explorer import alliance_view, arena_view, compute_view, gateway_view, page_charts
@@ -37,6 +39,9 @@ log = logging.getLogger("covey.explorer")
 PACKAGE_DIR = Path(__file__).parent
 DEFAULT_POLL_S = 1.0
 DEFAULT_REFRESH_MS = 2_000
+# The explorer only reads: no route takes a body, and its longest URL (an event filter) is under 200 bytes.
+MAX_BODY_BYTES = 16 * 1024
+MAX_URL_BYTES = 2 * 1024
 NAV = (
     ("/", "Overview"),
     ("/arena", "Arena"),
@@ -106,6 +111,7 @@ def create_app(
     With `run_indexer` the app indexes in a background thread while it serves; without it, something
     else (a test, the benchmark) keeps the index current.
     """
+    check_recursion_limit()
     owns_chain = chain is None
     chain = chain or Chain.connect()
     path = index or index_path()
@@ -128,6 +134,8 @@ def create_app(
 
     app = FastAPI(title="Covey Explorer", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.explorer = explorer
+    # Oversized or deeply nested requests are refused with `{"error": ...}` before any route sees them.
+    app.add_middleware(BoundedRequests, max_body_bytes=MAX_BODY_BYTES, max_url_bytes=MAX_URL_BYTES)  # type: ignore[arg-type]
     app.mount("/static", StaticFiles(directory=PACKAGE_DIR / "static"), name="static")
     env = Environment(loader=FileSystemLoader(PACKAGE_DIR / "templates"), autoescape=select_autoescape())
     env.filters.update(FILTERS)

@@ -9,7 +9,6 @@ does the work (importing torch takes seconds), and what cannot be evaluated stay
 
 from __future__ import annotations
 
-import json
 import logging
 import struct
 import threading
@@ -18,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from covey.bounds import loads_json
 from covey.errors import CoveyError
 from covey.storage import ArtifactStore
 
@@ -94,7 +94,8 @@ class ModelScorer:
 
     def _evaluate(self, spec_hash: str, model_hash: str) -> float | None:
         try:
-            spec: dict[str, Any] = json.loads(self.store.get(spec_hash[2:], max_bytes=MAX_SPEC_BYTES))
+            raw_spec = self.store.get(spec_hash[2:], max_bytes=MAX_SPEC_BYTES)
+            spec: dict[str, Any] = loads_json(raw_spec, max_bytes=MAX_SPEC_BYTES, what="model spec")
             if spec.get("format") != SPEC_FORMAT:
                 return None
             vector = decode_vector(self.store.get(model_hash[2:], max_bytes=MAX_MODEL_BYTES))

@@ -19,13 +19,14 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from covey.bounds import check_recursion_limit
 from covey.chain import Chain
 from covey.chain.deploy import Deployment
 from covey.errors import ConfigError
 from covey.gateway.backend import Backend, LocalBackend
 from covey.gateway.metrics import GatewayMetrics, MeteredSettlement
 from covey.gateway.models import ModelCatalog, find_arena, find_contract
-from covey.gateway.openai_api import create_openai_router, install_error_handlers
+from covey.gateway.openai_api import create_openai_router, install_error_handlers, install_request_bounds
 from covey.gateway.payouts import HostPayouts
 from covey.gateway.registry import HostRegistryClient
 from covey.gateway.router import HostRouter
@@ -94,7 +95,11 @@ def _build_payments(options: PaymentOptions, metrics: GatewayMetrics, on_settled
             raise ValueError("batched settlement needs a journal directory")
         # Batches go through the in-process facilitator: the spec's HTTP facilitator settles one at a time.
         inner = BatchedSettlement(
-            facilitator, options.journal_dir, batch_size=options.batch_size, flush_interval_s=options.flush_interval_s
+            facilitator,
+            options.journal_dir,
+            batch_size=options.batch_size,
+            flush_interval_s=options.flush_interval_s,
+            max_timeout_s=options.max_timeout_s,
         )
     settlement = MeteredSettlement(inner, metrics, on_settled)
     server = ExactEvmServer(options.chain, options.token, options.pay_to, max_timeout_s=options.max_timeout_s)
@@ -118,6 +123,7 @@ def create_gateway_app(
     `on_host_earned(host, amount_atomic, payment_key)` hears of each settled payment for a request a host served.
     `extra_lifespan` is an async context manager factory run inside the app's lifespan (payouts, heartbeats).
     """
+    check_recursion_limit()
     metrics = metrics or GatewayMetrics()
     service = GatewayService(
         catalog,
@@ -173,6 +179,8 @@ def create_gateway_app(
     app.state.service = service
     app.state.metrics = metrics
     app.state.settlement = paid.settlement if paid is not None else None
+    install_request_bounds(app)
+    # Added last, so outermost: requests refused as too large or too deep are counted too.
     app.add_middleware(_CountRequests, metrics=metrics)  # type: ignore[arg-type]
     return app
 

@@ -24,6 +24,7 @@ from eth_account.signers.local import LocalAccount
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from covey.bounds import check_recursion_limit
 from covey.chain import Chain
 from covey.errors import ChainError, CoveyError
 from covey.gateway.backend import GenerationRequest, LocalBackend
@@ -36,6 +37,7 @@ from covey.gateway.openai_api import (
     error_body,
     error_response,
     install_error_handlers,
+    install_request_bounds,
     parse_body,
     sse,
 )
@@ -117,6 +119,7 @@ def create_host_app(
     register: bool = True,
 ) -> FastAPI:
     """The host's HTTP API over `backend`; with `register`, its on-chain life runs with the app's."""
+    check_recursion_limit()
     node = HostNode(registry, account, config) if registry is not None and register else None
     signing_registry = registry.address if registry is not None else "0x" + "00" * 20
     chain_id = registry.chain.chain_id if registry is not None else 0
@@ -137,6 +140,7 @@ def create_host_app(
 
     app = FastAPI(title="Covey inference host", lifespan=lifespan, docs_url=None, redoc_url=None)
     install_error_handlers(app)
+    install_request_bounds(app)
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
@@ -166,13 +170,12 @@ def create_host_app(
     async def _check_gateway(request: Request, body: bytes) -> Response | None:
         if registry is None or not config.require_gateway:
             return None
-        try:
-            timestamp = int(request.headers.get(GATEWAY_TIME_HEADER, ""))
-        except ValueError:
-            timestamp = 0
-        signer = request_signer(body, timestamp, request.headers.get(GATEWAY_SIGNATURE_HEADER, ""))
-        fresh = abs(time.time() - timestamp) <= REQUEST_MAX_AGE_S
-        if not fresh or signer is None or not await asyncio.to_thread(registry.is_gateway, signer):
+        timestamp = _timestamp(request.headers.get(GATEWAY_TIME_HEADER, ""))
+        signer = None
+        # A stale or malformed request costs no signature recovery.
+        if timestamp is not None and abs(time.time() - timestamp) <= REQUEST_MAX_AGE_S:
+            signer = request_signer(body, timestamp, request.headers.get(GATEWAY_SIGNATURE_HEADER, ""))
+        if signer is None or not await asyncio.to_thread(registry.is_gateway, signer):
             message = "this host serves only requests signed by a gateway the HostRegistry lists"
             return JSONResponse(error_body(message, "authentication_error"), status_code=401)
         return None
@@ -230,6 +233,16 @@ def create_host_app(
     app.state.config = config
     app.state.account = account
     return app
+
+
+def _timestamp(text: str) -> int | None:
+    """A request's unix time as the gateway sent it; `None` if it is not a plausible integer."""
+    if len(text) > 20:  # far past any real time; a longer number would overflow the float comparison
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        return None
 
 
 def build_host_app(

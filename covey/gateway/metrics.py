@@ -113,6 +113,9 @@ class MeteredSettlement:
                 self.on_settled(payment)
         return result
 
+    async def check(self, payment: VerifiedPayment) -> str | None:
+        return await self.inner.check(payment)
+
     async def start(self) -> None:
         await self.inner.start()
 

@@ -18,6 +18,7 @@ from typing import Any, Literal
 from torch import nn
 from web3 import Web3
 
+from covey.bounds import UntrustedInputError, loads_json
 from covey.chain import Chain, compile_contract
 from covey.chain.deploy import Deployment
 from covey.errors import ChainError, CoveyError, ModelError
@@ -104,9 +105,9 @@ def find_arena(chain: Chain, deployment: Deployment) -> str | None:
 def parse_spec(data: bytes) -> TaskSpec:
     """The `TaskSpec` behind a task's `specHash`: a bare spec, or an Arena manifest that wraps one in `spec`."""
     try:
-        document = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelError(f"the task spec is not JSON: {exc}") from exc
+        document = loads_json(data, max_bytes=MAX_SPEC_BYTES, what="the task spec")
+    except UntrustedInputError as exc:
+        raise ModelError(str(exc)) from exc
     if isinstance(document, dict) and isinstance(document.get("spec"), dict):
         document = document["spec"]
     return TaskSpec.from_bytes(json.dumps(document).encode())

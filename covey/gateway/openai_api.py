@@ -23,6 +23,8 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from covey.bounded_http import BoundedRequests
+from covey.bounds import UntrustedInputError, loads_json
 from covey.errors import CoveyError
 from covey.gateway.backend import GenerationRequest, GenerationStream
 from covey.gateway.errors import GatewayError, InvalidRequestError
@@ -33,6 +35,8 @@ from covey.gateway.service import GatewayService
 from covey.gateway.x402.interfaces import VerifiedPayment
 
 MAX_STOP_SEQUENCES = 4
+MAX_BODY_BYTES = 1 << 20
+"""The largest request body the gateway and hosts read: far above any prompt their models' context can hold."""
 HOST_HEADER = "X-Covey-Host"
 # Response ids must be unique, not secret: a per-process random prefix and a counter cost no syscall a request.
 _ID_PREFIX = secrets.token_hex(8)
@@ -72,7 +76,8 @@ class _SamplingRequest(_Lenient):
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, gt=0, le=1)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    # OpenAI's seed is a signed 64-bit integer; anything wider would overflow the sampler's generator (a 500).
+    seed: int | None = Field(default=None, ge=-(2**63), le=2**63 - 1)
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     n: int | None = Field(default=None, ge=1)
@@ -247,6 +252,17 @@ def error_response(exc: CoveyError) -> JSONResponse:
 
 
 _STATUS_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error", 429: "rate_limit_error"}
+_BOUND_CODES = {413: "request_too_large", 414: "uri_too_long", 431: "headers_too_large"}
+
+
+def bounds_error_body(error: UntrustedInputError) -> dict[str, Any]:
+    """An OpenAI error object for a request refused before parsing (too large, too deeply nested)."""
+    return error_body(str(error), "invalid_request_error", None, _BOUND_CODES.get(error.http_status, "invalid_json"))
+
+
+def install_request_bounds(app: FastAPI, *, max_body_bytes: int = MAX_BODY_BYTES) -> None:
+    """Refuse oversized or deeply nested requests with an OpenAI error object before any route parses them."""
+    app.add_middleware(BoundedRequests, max_body_bytes=max_body_bytes, render=bounds_error_body)  # type: ignore[arg-type]
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -276,8 +292,10 @@ def install_error_handlers(app: FastAPI) -> None:
 async def parse_body(request: Request, model: type[_SamplingRequest]) -> Any:
     """The request body as `model`; `InvalidRequestError` naming the first bad field."""
     try:
-        raw = json.loads(await request.body())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raw = loads_json(await request.body(), max_bytes=MAX_BODY_BYTES, what="request body")
+    except UntrustedInputError as exc:
+        if exc.http_status != 400:
+            raise  # too large: its own status
         raise InvalidRequestError(f"We could not parse the JSON body of your request: {exc}") from exc
     if not isinstance(raw, dict):
         raise InvalidRequestError("The request body must be a JSON object.")

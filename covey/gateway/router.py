@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 from eth_account.signers.local import LocalAccount
 
+from covey.bounds import UntrustedInputError, loads_json
 from covey.gateway.backend import Generated, GenerationRequest, GenerationStream
 from covey.gateway.errors import HostError, InvalidRequestError, NoHostAvailableError
 from covey.gateway.inference import Completion, SamplingParams, count_tokens
@@ -38,6 +39,11 @@ DEFAULT_FAILURE_THRESHOLD = 2
 HEALTH_TIMEOUT_S = 2.0
 CONNECT_TIMEOUT_S = 2.0
 READ_TIMEOUT_S = 60.0
+# A host's answer (or one stream event) is parsed only below this size: an answer of MAX_TOKENS_LIMIT tokens is
+# a few KB, and a host is a stranger whose bytes are bounded like any request's.
+MAX_ANSWER_BYTES = 1 << 20
+# What a malformed host answer can raise while being read: each becomes a `HostError`, never a 500.
+_MALFORMED = (ValueError, KeyError, IndexError, TypeError, AttributeError, UntrustedInputError)
 
 
 @dataclass
@@ -254,7 +260,7 @@ class HostRouter:
             raise HostError(f"host {state.address} failed: {type(exc).__name__}: {exc}") from exc
         _raise_for_host(state, reply.status_code, reply.content)
         try:
-            data = reply.json()
+            data = loads_json(reply.content, max_bytes=MAX_ANSWER_BYTES, what="the answer")
             choice = data["choices"][0]
             usage = data["usage"]
             completion = Completion(
@@ -263,9 +269,10 @@ class HostRouter:
                 int(usage["completion_tokens"]),
                 choice["finish_reason"],
             )
-        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            signed = dict(data.get("covey") or {})
+        except _MALFORMED as exc:
             raise HostError(f"host {state.address} answered outside the completions shape: {exc}") from exc
-        return HostAnswer(completion, request_hash(body), dict(data.get("covey") or {}))
+        return HostAnswer(completion, request_hash(body), signed)
 
     async def complete(self, request: GenerationRequest) -> Generated:
         for state in self.candidates(request.model_id):
@@ -353,9 +360,9 @@ class HostRouter:
                         )
                         yield "", completion
                         return
-                    chunk = json.loads(data)
+                    chunk = loads_json(data, max_bytes=MAX_ANSWER_BYTES, what="a stream event")
                     if "error" in chunk:
-                        raise HostError(f"host {state.address} failed mid-stream: {chunk['error'].get('message')}")
+                        raise HostError(f"host {state.address} failed mid-stream: {_message(chunk['error'])}")
                     if chunk.get("usage"):
                         usage = chunk["usage"]
                     for choice in chunk.get("choices", []):
@@ -367,7 +374,7 @@ class HostRouter:
                             yield piece, None
         except httpx.HTTPError as exc:
             raise HostError(f"host {state.address} broke its stream: {type(exc).__name__}: {exc}") from exc
-        except (ValueError, KeyError, TypeError) as exc:
+        except _MALFORMED as exc:
             raise HostError(f"host {state.address} streamed outside the completions shape: {exc}") from exc
         raise HostError(f"host {state.address} closed its stream before [DONE]")
 
@@ -382,8 +389,13 @@ def _raise_for_host(state: HostState, status: int, content: bytes) -> None:
         return
     if status == 400:
         try:
-            error = json.loads(content)["error"]
+            error = loads_json(content, max_bytes=MAX_ANSWER_BYTES, what="the error")["error"]
             raise InvalidRequestError(str(error.get("message")), param=error.get("param"))
-        except (ValueError, KeyError, TypeError):
+        except _MALFORMED:
             pass
     raise HostError(f"host {state.address} answered HTTP {status}: {content[:200]!r}")
+
+
+def _message(error: Any) -> str:
+    """The message of an OpenAI error object a host sent, whatever shape it came in."""
+    return str(error.get("message")) if isinstance(error, dict) else str(error)[:200]

@@ -12,6 +12,7 @@ from eth_abi import encode
 from eth_account import Account
 from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
+from eth_keys.exceptions import BadSignature
 from web3 import Web3
 
 GATEWAY_TIME_HEADER = "X-Covey-Gateway-Time"
@@ -49,7 +50,7 @@ def answer_signer(registry: str, chain_id: int, host: str, request: bytes, outpu
     message = encode_defunct(primitive=_answer_message(registry, chain_id, host, request, output))
     try:
         return str(Account.recover_message(message, signature=bytes.fromhex(signature.removeprefix("0x"))))
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, BadSignature):  # BadSignature: 65 bytes that are no signature (v out of range)
         return None
 
 
@@ -68,5 +69,5 @@ def request_signer(body: bytes, timestamp: int, signature: str) -> str | None:
     message = encode_defunct(primitive=_request_message(body, timestamp))
     try:
         return str(Account.recover_message(message, signature=bytes.fromhex(signature.removeprefix("0x"))))
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, BadSignature):  # BadSignature: 65 bytes that are no signature (v out of range)
         return None

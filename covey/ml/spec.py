@@ -8,6 +8,7 @@ from typing import Any, Literal
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from covey.bounds import check_json_bounds
 from covey.errors import ModelError, ValidationError
 from covey.ml.datasets import Split, load_dataset, split_dataset
 from covey.ml.models import build_model, make_config
@@ -17,6 +18,8 @@ DatasetName = Literal["digits", "mnist", "breast_cancer", "shakespeare"]
 MetricName = Literal["accuracy", "bits_per_char"]
 
 _LANGUAGE_DATASETS = {"shakespeare"}
+MAX_SPEC_BYTES = 1 << 20
+"""A spec is ~1 KB; one from the store is bounded in size and nesting before it is parsed."""
 
 
 class TrainHints(BaseModel):
@@ -86,8 +89,9 @@ class TaskSpec(BaseModel):
     @classmethod
     def from_bytes(cls, data: bytes) -> TaskSpec:
         """Parse a spec fetched from the store; `ValidationError` says what is wrong with it."""
+        raw = check_json_bounds(data, max_bytes=MAX_SPEC_BYTES, what="task spec")
         try:
-            return cls.model_validate_json(data)
+            return cls.model_validate_json(raw)
         except pydantic.ValidationError as exc:
             raise ValidationError(f"not a valid task spec: {exc}") from exc
 

@@ -1,7 +1,8 @@
 """Model weights as safetensors bytes (never pickle), checked against the model, and as flat vectors.
 
-A weights file is untrusted input: it is size-checked, its header parsed by hand before the
-safetensors parser sees it, and every tensor's name, shape, dtype and finiteness checked.
+A weights file is untrusted input: it is size-checked, its header (JSON) bounded in size and nesting
+depth and parsed by hand before the safetensors parser sees it, and every tensor's name, shape, dtype and
+finiteness checked.
 Nothing in it can run code. A file made by `save_weights` also names its model family and
 config in the safetensors metadata (`covey.family`, `covey.config`).
 """
@@ -18,10 +19,13 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from torch import nn
 
+from covey.bounds import UntrustedInputError, loads_json
 from covey.errors import ModelError
 from covey.ml.models import MODEL_FAMILIES, config_dict
 
 MAX_HEADER_BYTES = 16 << 20  # far above any real header; stops a forged length from allocating gigabytes
+# A real header nests 3 deep (tensor -> shape list); the metadata is a flat map of strings.
+MAX_HEADER_DEPTH = 8
 FAMILY_KEY = "covey.family"
 CONFIG_KEY = "covey.config"
 
@@ -58,9 +62,11 @@ def read_header(data: bytes, max_bytes: int | None = None) -> dict[str, Any]:
             f"but the file has {len(data) - 8} after the length"
         )
     try:
-        header = json.loads(data[8 : 8 + header_length])
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelError(f"weights file is not valid safetensors: its header is not JSON ({exc})") from exc
+        header = loads_json(
+            data[8 : 8 + header_length], max_bytes=MAX_HEADER_BYTES, max_depth=MAX_HEADER_DEPTH, what="its header"
+        )
+    except UntrustedInputError as exc:
+        raise ModelError(f"weights file is not valid safetensors: {exc}") from exc
     if not isinstance(header, dict):
         raise ModelError("weights file is not valid safetensors: its header is not a JSON object")
     return header
@@ -75,10 +81,12 @@ def read_architecture(data: bytes, max_bytes: int | None = None) -> tuple[str | 
     raw_config = metadata.get(CONFIG_KEY)
     config: dict[str, Any] | None = None
     if raw_config is not None:
+        if not isinstance(raw_config, str):
+            raise ModelError(f"weights file metadata {CONFIG_KEY} is not a string")
         try:
-            config = json.loads(raw_config)
-        except (TypeError, json.JSONDecodeError) as exc:
-            raise ModelError(f"weights file metadata {CONFIG_KEY} is not JSON ({exc})") from exc
+            config = loads_json(raw_config, max_bytes=MAX_HEADER_BYTES, max_depth=MAX_HEADER_DEPTH, what=CONFIG_KEY)
+        except UntrustedInputError as exc:
+            raise ModelError(f"weights file metadata {exc}") from exc
         if not isinstance(config, dict):
             raise ModelError(f"weights file metadata {CONFIG_KEY} is not a JSON object")
     if family is not None and not isinstance(family, str):

@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from covey.alliance.spec import AllianceSpec
 from covey.arena.manifest import (
+    TaskManifest,
     ValidationKey,
     decode_dataset,
     encode_dataset,
@@ -20,8 +22,9 @@ from covey.arena.manifest import (
     save_key,
 )
 from covey.errors import StorageError, ValidationError
-from covey.ml import default_spec, load_dataset
+from covey.ml import TaskSpec, default_spec, load_dataset
 from covey.storage import open_store
+from tests.untrusted import ATTACK_DEPTH, nested_arrays
 
 
 def test_trainers_get_the_training_split_and_never_a_held_out_example(tmp_path: Path) -> None:
@@ -76,3 +79,21 @@ def test_dataset_files_are_reproducible_byte_for_byte() -> None:
     assert np.array_equal(decoded.inputs, split.public_train.inputs)
     with pytest.raises(ValidationError):
         decode_dataset(b"not a dataset")
+
+
+def test_manifests_keys_specs_and_dataset_headers_are_bounded_before_parsing() -> None:
+    deep = b'{"spec": ' + nested_arrays(ATTACK_DEPTH) + b"}"
+    for parse, what in (
+        (TaskManifest.from_bytes, "task manifest"),
+        (ValidationKey.from_bytes, "validation key file"),
+        (TaskSpec.from_bytes, "task spec"),
+        (AllianceSpec.from_bytes, "alliance spec"),
+    ):
+        with pytest.raises(ValidationError, match=f"{what} (nests more than 64 levels deep|is [0-9,]+ bytes)"):
+            parse(deep)
+    with pytest.raises(ValidationError, match="task manifest nests more than 64 levels deep"):
+        TaskManifest.from_bytes(b'{"spec": ' + nested_arrays(1_000) + b"}")
+
+    header = b'{"__metadata__": ' + nested_arrays(ATTACK_DEPTH) + b"}"
+    with pytest.raises(ValidationError, match="not a Covey dataset file: header nests more than 8 levels deep"):
+        decode_dataset(len(header).to_bytes(8, "little") + header)

@@ -11,16 +11,24 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from x402.http.clients import x402HttpxClient
 
 from covey.chain import dev_accounts
 from covey.gateway import ExactEvmClient, Reason, deploy_batcher
 from covey.gateway.x402.demo_app import DEMO_PRICE_ATOMIC, FACILITATOR_KEY_ENV, create_demo_app
-from covey.gateway.x402.encoding import decode_payment_required, decode_payment_response, encode_header
-from covey.gateway.x402.journal import PaymentJournal
+from covey.gateway.x402.encoding import (
+    PAYMENT_SIGNATURE_HEADER,
+    decode_payment_required,
+    decode_payment_response,
+    encode_header,
+)
+from covey.gateway.x402.journal import JOURNAL_FILE, PaymentJournal
+from covey.gateway.x402.mechanisms.evm.eip3009 import Authorization
+from covey.gateway.x402.mechanisms.evm.exact.onchain import transfer_call
 from covey.gateway.x402.types import PaymentRequirements
 
-from .conftest import Money, demo_process, free_port, serve_in_thread
+from .conftest import PAYER_FUNDS, Money, demo_process, free_port, serve_in_thread
 from .test_paid_route import official_client
 
 
@@ -172,3 +180,92 @@ def test_a_sigkilled_gateway_settles_every_served_payment_exactly_once_after_res
     print(
         f"\ncrash test: {len(sent)} sent, {len(served)} served, {len(on_chain)} settled, {pending_at_restart} recovered"
     )
+
+
+def _batched_demo(money: Money, journal: Path, batcher: str, *, flush_interval_s: float = 0.2) -> FastAPI:
+    return create_demo_app(
+        money.chain,
+        money.usd.address,
+        money.payee,
+        money.facilitator,
+        mode="batched",
+        journal_dir=journal,
+        batcher=batcher,
+        flush_interval_s=flush_interval_s,
+    )
+
+
+def _complete_journal(journal: Path) -> None:
+    """A journal whose record reaches back further than any payment lives (as after weeks of service)."""
+    journal.mkdir(parents=True)
+    (journal / JOURNAL_FILE).write_text('{"op":"meta","complete_after":0}\n')
+
+
+def test_a_payment_settled_before_a_restart_is_refused_after_every_restart(money: Money, tmp_path: Path) -> None:
+    batcher = deploy_batcher(money.chain, money.deployer)
+    journal = tmp_path / "journal"
+    _complete_journal(journal)
+    payer = money.fund()
+    with serve_in_thread(_batched_demo(money, journal, batcher)) as url:
+        header = encode_header(ExactEvmClient(payer).pay(requirements_of(url)))
+        assert httpx.get(f"{url}/paid", headers={PAYMENT_SIGNATURE_HEADER: header}, timeout=30).status_code == 200
+        assert wait_settled(url)["settled"] == 1
+
+    for _restart in range(2):
+        with serve_in_thread(_batched_demo(money, journal, batcher)) as url:
+            replay = httpx.get(f"{url}/paid", headers={PAYMENT_SIGNATURE_HEADER: header}, timeout=30)
+            state = httpx.get(f"{url}/free", timeout=10).json()
+
+        assert replay.status_code == 402
+        assert replay.json()["error"] == Reason.NONCE_ALREADY_USED
+        assert state["served"] == 0  # refused before the route ran
+        # The journal's record refused it, from memory: no chain read.
+        assert (state["settlement"]["refused_spent"], state["settlement"]["chain_checks"]) == (1, 0)
+    assert money.balance(payer.address) == PAYER_FUNDS - DEMO_PRICE_ATOMIC
+    assert money.balance(money.payee) == DEMO_PRICE_ATOMIC
+    assert len(money.authorizations_used(payer.address)) == 1
+
+
+@pytest.mark.parametrize("gw_chain", ["embedded", "anvil"], indirect=True)
+def test_a_journal_that_never_saw_a_settled_payment_asks_the_chain(money: Money, tmp_path: Path) -> None:
+    batcher = deploy_batcher(money.chain, money.deployer)
+    payer = money.fund()
+    with serve_in_thread(_batched_demo(money, tmp_path / "first", batcher)) as url:
+        header = encode_header(ExactEvmClient(payer).pay(requirements_of(url)))
+        assert httpx.get(f"{url}/paid", headers={PAYMENT_SIGNATURE_HEADER: header}, timeout=30).status_code == 200
+        wait_settled(url)
+
+    # A new journal (lost, moved, or a switch from strict settlement) cannot vouch for payments signed
+    # before it existed: the token's `authorizationState` does.
+    with serve_in_thread(_batched_demo(money, tmp_path / "second", batcher)) as url:
+        replay = httpx.get(f"{url}/paid", headers={PAYMENT_SIGNATURE_HEADER: header}, timeout=30)
+        fresh = httpx.get(
+            f"{url}/paid",
+            headers={PAYMENT_SIGNATURE_HEADER: encode_header(ExactEvmClient(payer).pay(requirements_of(url)))},
+            timeout=30,
+        )
+        state = httpx.get(f"{url}/free", timeout=10).json()
+
+    assert replay.status_code == 402 and replay.json()["error"] == Reason.NONCE_ALREADY_USED
+    assert fresh.status_code == 200
+    # The second journal never saw the payment: only the chain can have refused it.
+    assert state["served"] == 1 and state["settlement"]["refused_spent"] == 1
+    assert state["settlement"]["chain_checks"] >= 1
+    assert money.balance(payer.address) == PAYER_FUNDS - 2 * DEMO_PRICE_ATOMIC
+
+
+def test_a_nonce_someone_else_used_is_not_counted_as_our_settlement(money: Money, tmp_path: Path) -> None:
+    batcher = deploy_batcher(money.chain, money.deployer)
+    payer = money.fund()
+    with serve_in_thread(_batched_demo(money, tmp_path / "journal", batcher, flush_interval_s=2.0)) as url:
+        payment = ExactEvmClient(payer).pay(requirements_of(url))
+        served = httpx.get(f"{url}/paid", headers={PAYMENT_SIGNATURE_HEADER: encode_header(payment)}, timeout=30)
+        assert served.status_code == 200
+        # Before the batch runs, another party submits the same authorisation to the token itself.
+        auth = Authorization.from_wire(payment.payload["authorization"])
+        money.chain.transact(transfer_call(money.usd, auth, payment.payload["signature"]), money.deployer)
+        status = wait_settled(url)
+
+    # The payee was paid once, by someone else's transaction: the batch reports a failure, not a settlement.
+    assert (status["settled"], status["failed"]) == (0, 1)
+    assert money.balance(money.payee) == DEMO_PRICE_ATOMIC

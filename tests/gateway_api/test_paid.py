@@ -22,7 +22,14 @@ from x402.mechanisms.evm.signers import EthAccountSigner
 from covey.gateway.app import PaymentOptions
 from covey.gateway.pricing import quote
 from covey.gateway.x402.batcher_deploy import deploy_batcher
-from covey.gateway.x402.encoding import decode_payment_required, decode_payment_response
+from covey.gateway.x402.encoding import (
+    PAYMENT_SIGNATURE_HEADER,
+    decode_payment_required,
+    decode_payment_response,
+    encode_header,
+)
+from covey.gateway.x402.errors import Reason
+from covey.gateway.x402.mechanisms.evm.exact import ExactEvmClient
 
 from .conftest import HOST_PRICE_PER_1K, REPO_ROOT, World, local_gateway, serve_in_thread
 
@@ -153,6 +160,38 @@ def test_batched_settlement_serves_at_once_and_settles_every_payment_once(
 
     assert len(authorizations(world, agent.address)) == 3
     assert world.usd_balance(agent.address) == 1_000_000 - 3 * price
+
+
+def test_a_settled_payment_replayed_after_each_restart_is_refused_and_charged_once(
+    world: World, payee: str, tmp_path: Path
+) -> None:
+    payments = PaymentOptions(
+        world.chain,
+        world.usd.address,
+        payee,
+        world.gateway_account,
+        mode="batched",
+        journal_dir=tmp_path / "journal",
+        batcher=deploy_batcher(world.chain, world.owner),
+        flush_interval_s=0.2,
+    )
+    agent = world.payer()
+    body = {"model": world.model_id, "prompt": "ROMEO:", "max_tokens": 5}
+    with serve_in_thread(local_gateway(world, payments=payments)) as url:
+        asked = httpx.post(f"{url}/v1/completions", json=body, timeout=60)
+        (requirements,) = decode_payment_required(asked.headers["PAYMENT-REQUIRED"]).accepts
+        header = {PAYMENT_SIGNATURE_HEADER: encode_header(ExactEvmClient(agent).pay(requirements))}
+        assert httpx.post(f"{url}/v1/completions", json=body, headers=header, timeout=60).status_code == 200
+    # Closing the gateway drained its journal: the payment is on chain.
+    assert len(authorizations(world, agent.address)) == 1
+
+    for _restart in range(2):
+        with serve_in_thread(local_gateway(world, payments=payments)) as url:
+            replay = httpx.post(f"{url}/v1/completions", json=body, headers=header, timeout=60)
+        assert replay.status_code == 402
+        assert replay.json()["error"] == Reason.NONCE_ALREADY_USED
+    assert world.usd_balance(agent.address) == 1_000_000 - int(requirements.amount)
+    assert len(authorizations(world, agent.address)) == 1
 
 
 def test_the_example_agent_pays_and_prints_the_answer(strict_url: str, world: World) -> None:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import io
 import math
 import pickle
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,6 +18,9 @@ from safetensors.torch import save as save_safetensors
 from covey.errors import ValidationError
 from covey.ml import METRICS, Split, TaskSpec, build_model, default_spec, evaluate, save_weights, score_submission
 from covey.ml.evaluate import Score
+from tests.support import REPO_ROOT
+
+from .test_weights import with_deep_metadata
 
 TrainedDigits = Any  # the fixture in conftest.py (a dataclass: spec, split, model, weights)
 
@@ -112,6 +118,7 @@ def _with_nan(model: torch.nn.Module) -> bytes:
         (lambda model: save_weights(model) + bytes(600_000), "over the task's limit"),
         (lambda model: save_weights(build_model("cnn", {})), "model family cnn"),
         (lambda model: save_weights(build_model("mlp", {"input_dim": 64, "num_classes": 9})), "num_classes is fixed"),
+        (lambda model: with_deep_metadata(save_weights(model)), "its header nests more than 8 levels deep"),
     ],
     ids=[
         "pickle",
@@ -123,6 +130,7 @@ def _with_nan(model: torch.nn.Module) -> bytes:
         "oversized",
         "wrong-family",
         "wrong-classes",
+        "metadata-nested-100000-deep",
     ],
 )
 def test_bad_submissions_get_the_worst_score_and_a_reason(
@@ -134,6 +142,41 @@ def test_bad_submissions_get_the_worst_score_and_a_reason(
 
     assert (score.valid, score.value) == (False, 0.0)
     assert score.reason is not None and reason in score.reason
+
+
+SCORE_IN_A_RAISED_LIMIT = """
+import sys
+from pathlib import Path
+
+import covey.chain  # noqa: F401  # what every validator process imports
+from covey.ml import TaskSpec, score_submission
+
+# Whatever an import did to the recursion limit (py_ecc once set 100,000, past the C stack), the bounds hold.
+sys.setrecursionlimit(100_000)
+spec = TaskSpec.from_bytes(Path(sys.argv[1]).read_bytes())
+score = score_submission(Path(sys.argv[2]).read_bytes(), spec, spec.load_split().private_validation)
+print(score.valid, score.reason)
+"""
+
+
+def test_deep_metadata_cannot_crash_a_validator_process(trained_digits: TrainedDigits, tmp_path: Path) -> None:
+    spec, weights = tmp_path / "spec.json", tmp_path / "weights.safetensors"
+    spec.write_bytes(trained_digits.spec.to_bytes())
+    weights.write_bytes(with_deep_metadata(trained_digits.weights))
+
+    done = subprocess.run(
+        [sys.executable, "-c", SCORE_IN_A_RAISED_LIMIT, str(spec), str(weights)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO_ROOT,
+        check=False,
+    )
+
+    assert done.returncode == 0, done.stderr[-2000:]  # a segfault would be -11
+    assert done.stdout.strip() == (
+        "False weights file is not valid safetensors: its header nests more than 8 levels deep"
+    )
 
 
 def test_a_config_claiming_a_huge_model_is_refused_without_building_it(trained_digits: TrainedDigits) -> None:

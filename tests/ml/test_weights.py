@@ -15,7 +15,8 @@ from safetensors.torch import save as save_safetensors
 
 from covey.errors import ModelError
 from covey.ml import build_model, flatten, load_weights, save_weights, unflatten
-from covey.ml.weights import read_architecture
+from covey.ml.weights import read_architecture, read_header
+from tests.untrusted import ATTACK_DEPTH, nested_arrays
 
 CONFIG = {"input_dim": 64, "hidden_sizes": [16], "num_classes": 10}
 
@@ -108,11 +109,36 @@ def test_nan_weights_are_refused_and_the_model_is_left_unchanged() -> None:
 
 def test_metadata_that_is_not_json_is_a_model_error() -> None:
     data = save_safetensors(_model().state_dict(), metadata={"covey.family": "mlp", "covey.config": "{oops"})
-    with pytest.raises(ModelError, match="not JSON"):
+    with pytest.raises(ModelError, match="not valid JSON"):
         read_architecture(data)
     header = json.dumps({"__metadata__": [1]}).encode()
     with pytest.raises(ModelError, match="not a JSON object"):
         read_architecture(len(header).to_bytes(8, "little") + header)
+
+
+def with_deep_metadata(weights: bytes, depth: int = ATTACK_DEPTH) -> bytes:
+    """`weights` with its safetensors `__metadata__` replaced by arrays nested `depth` deep (tensors intact)."""
+    length = int.from_bytes(weights[:8], "little")
+    header = json.loads(weights[8 : 8 + length])
+    header["__metadata__"] = "DEEP"
+    text = json.dumps(header).encode().replace(b'"DEEP"', nested_arrays(depth))
+    return len(text).to_bytes(8, "little") + text + weights[8 + length :]
+
+
+def test_a_header_nested_100000_deep_is_refused_before_it_is_parsed() -> None:
+    deep = with_deep_metadata(save_weights(_model()))
+
+    for read in (read_header, read_architecture, lambda data: load_weights(_model(), data)):
+        with pytest.raises(ModelError, match="its header nests more than 8 levels deep"):
+            read(deep)
+
+
+def test_a_config_nested_too_deep_is_refused() -> None:
+    config = '{"hidden_sizes": ' + "[" * 1000 + "]" * 1000 + "}"
+    data = save_safetensors(_model().state_dict(), metadata={"covey.family": "mlp", "covey.config": config})
+
+    with pytest.raises(ModelError, match=r"covey\.config nests more than 8 levels deep"):
+        read_architecture(data)
 
 
 def test_flatten_and_unflatten_move_a_model_through_a_numpy_vector() -> None:

@@ -18,6 +18,8 @@ from eth_account.signers.local import LocalAccount
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from covey.bounded_http import BoundedRequests
+from covey.bounds import check_recursion_limit
 from covey.chain import Chain
 from covey.gateway.x402.facilitator_client import HttpFacilitatorClient, LocalFacilitatorClient
 from covey.gateway.x402.interfaces import FacilitatorClient, Settlement, VerifiedPayment
@@ -27,6 +29,7 @@ from covey.gateway.x402.settlement import BatchedSettlement, StrictSettlement
 
 DEMO_PRICE_ATOMIC = 10_000  # 0.01 of a 6-decimal USD token
 FACILITATOR_KEY_ENV = "COVEY_DEMO_FACILITATOR_KEY"
+MAX_BODY_BYTES = 64 * 1024
 
 
 def create_demo_app(
@@ -44,6 +47,7 @@ def create_demo_app(
     flush_interval_s: float = 1.0,
 ) -> FastAPI:
     """The demo API with its paywall, facilitator (in process, or remote at `facilitator_url`) and settlement."""
+    check_recursion_limit()
     # Batched settlement settles later anyway: verify off chain, balances from a ledger (see the facilitator).
     facilitator = ExactEvmFacilitator(
         chain, facilitator_account, batcher=batcher, verification="ledger" if mode == "batched" else "onchain"
@@ -76,6 +80,7 @@ def create_demo_app(
             local.close()
 
     app = FastAPI(title="Covey x402 demo", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.add_middleware(BoundedRequests, max_body_bytes=MAX_BODY_BYTES)  # type: ignore[arg-type]
 
     @app.api_route("/paid", methods=["GET", "POST"])
     async def paid(request: Request) -> Response:

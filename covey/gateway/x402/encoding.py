@@ -9,6 +9,7 @@ from typing import TypeVar
 
 from pydantic import ValidationError
 
+from covey.bounds import UntrustedInputError, loads_json
 from covey.gateway.x402.errors import MalformedPaymentError
 from covey.gateway.x402.types import PaymentPayload, PaymentRequired, SettleResponse, X402Model
 
@@ -37,9 +38,12 @@ def decode_header(value: str, model: type[ModelT]) -> ModelT:
         raise MalformedPaymentError(f"x402 header is {len(value)} characters, above the {MAX_HEADER_CHARS} limit")
     try:
         raw = _b64decode(value)
-        data = json.loads(raw)
     except (binascii.Error, ValueError) as exc:
         raise MalformedPaymentError(f"x402 header is not base64-encoded JSON: {exc}") from exc
+    try:
+        data = loads_json(raw, max_bytes=MAX_HEADER_CHARS, what="x402 header")
+    except UntrustedInputError as exc:
+        raise MalformedPaymentError(str(exc)) from exc
     if not isinstance(data, dict):
         raise MalformedPaymentError("x402 header must decode to a JSON object")
     try:

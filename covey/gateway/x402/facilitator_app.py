@@ -9,6 +9,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
+from covey.bounded_http import BoundedRequests
+from covey.bounds import UntrustedInputError, check_recursion_limit, loads_json
 from covey.gateway.x402.errors import Reason
 from covey.gateway.x402.facilitator_client import LocalFacilitatorClient
 from covey.gateway.x402.interfaces import Facilitator, FacilitatorClient
@@ -19,6 +21,9 @@ from covey.gateway.x402.types import (
     SettleResponse,
     VerifyResponse,
 )
+
+MAX_BODY_BYTES = 64 * 1024
+"""A `/verify` or `/settle` body is a payment and its requirements: ~2 KB; anything far larger is abuse."""
 
 
 class _BadRequest(Exception):
@@ -34,8 +39,9 @@ def create_facilitator_app(facilitator: Facilitator | FacilitatorClient) -> Fast
     """A FastAPI app serving `facilitator`; a blocking in-process one runs on worker threads.
 
     Invalid payments answer HTTP 200 with `isValid: false` / `success: false` and the spec's reason code;
-    only a body that is not a JSON object answers 400.
+    only a body that is not a JSON object answers 400 (413 when it is too large).
     """
+    check_recursion_limit()
     # Both protocols have the same method names; only the async one is already safe on the event loop.
     client: FacilitatorClient = (
         facilitator  # type: ignore[assignment]
@@ -43,6 +49,7 @@ def create_facilitator_app(facilitator: Facilitator | FacilitatorClient) -> Fast
         else LocalFacilitatorClient(facilitator)  # type: ignore[arg-type]
     )
     app = FastAPI(title="Covey x402 facilitator", docs_url=None, redoc_url=None)
+    app.add_middleware(BoundedRequests, max_body_bytes=MAX_BODY_BYTES)  # type: ignore[arg-type]
 
     @app.post("/verify")
     async def verify(request: Request) -> JSONResponse:
@@ -78,8 +85,8 @@ def create_facilitator_app(facilitator: Facilitator | FacilitatorClient) -> Fast
 
 async def _json_object(request: Request) -> dict[str, Any] | None:
     try:
-        body = await request.json()
-    except ValueError:
+        body = loads_json(await request.body(), max_bytes=MAX_BODY_BYTES)
+    except UntrustedInputError:
         return None
     return body if isinstance(body, dict) else None
 

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import ValidationError
 
+from covey.bounds import UntrustedInputError, loads_json
 from covey.gateway.x402.errors import FacilitatorUnavailableError
 from covey.gateway.x402.interfaces import Facilitator
 from covey.gateway.x402.types import (
@@ -26,6 +27,8 @@ from covey.gateway.x402.types import (
 DEFAULT_TIMEOUT_S = 30.0
 # Settlement waits for a receipt; on a real chain that can take a while.
 DEFAULT_SETTLE_TIMEOUT_S = 130.0
+# A facilitator's answer is a few hundred bytes; a remote one is a stranger whose bytes are bounded like any.
+MAX_REPLY_BYTES = 64 * 1024
 ResultT = TypeVar("ResultT")
 ModelT = TypeVar("ModelT", bound=X402Model)
 
@@ -106,6 +109,6 @@ def _parse(reply: httpx.Response, model: type[ModelT], where: str) -> ModelT:
     if reply.status_code != 200:
         raise FacilitatorUnavailableError(f"facilitator {where} answered HTTP {reply.status_code}: {reply.text[:200]}")
     try:
-        return model.model_validate(reply.json())
-    except (ValueError, ValidationError) as exc:
+        return model.model_validate(loads_json(reply.content, max_bytes=MAX_REPLY_BYTES, what="the answer"))
+    except (UntrustedInputError, ValidationError) as exc:
         raise FacilitatorUnavailableError(f"facilitator {where} answered outside the x402 schema: {exc}") from exc

@@ -88,6 +88,10 @@ class BatchSettler(Protocol):
         """Settle held payments, one result per item; `None` means "not settled yet, try again later"."""
         ...
 
+    def nonce_used(self, payload: PaymentPayload, requirements: PaymentRequirements) -> bool:
+        """Whether the chain has already used this payment's one-time authorisation (one chain read)."""
+        ...
+
 
 @dataclass(frozen=True)
 class VerifiedPayment:
@@ -97,6 +101,8 @@ class VerifiedPayment:
     requirements: PaymentRequirements
     payer: str
     key: str
+    expires_at: int | None = None
+    """Unix time after which the payment can no longer settle (`PaymentFacts.expires_at`); `None` if unknown."""
 
 
 class Settlement(Protocol):
@@ -105,6 +111,10 @@ class Settlement(Protocol):
     mode: str
     min_validity_s: int
     """How long an authorisation must stay valid to be accepted: settlement has to land inside it."""
+
+    async def check(self, payment: VerifiedPayment) -> str | None:
+        """Before serving: a reason code if this verified payment must not be served (already spent), else None."""
+        ...
 
     async def settle(self, payment: VerifiedPayment) -> SettleResponse:
         """Make the payment final enough to answer the request (on chain, or durably journaled)."""

@@ -1,16 +1,27 @@
 """The batched-settlement journal: accepted payments made durable (fsync) before the gateway answers.
 
-One JSON object per line in `payments.jsonl`: `{"op": "accept", "key", "payload", "requirements"}` when a
-payment is accepted, `{"op": "settle", "key", "success", "transaction", "reason"}` once it is final. The
-pending payments are the accepted keys without a settle line. Concurrent appends share one fsync (group
-commit). A crash can only tear the last line, whose request was never answered: it is dropped on open.
+One JSON object per line in `payments.jsonl`: `{"op": "accept", "key", "payload", "requirements", "expires"}`
+when a payment is accepted, `{"op": "settle", "key", "success", "transaction", "reason", "expires"}` once it
+is final. The pending payments are the accepted keys without a settle line. Concurrent appends share one
+fsync (group commit). A crash can only tear the last line, whose request was never answered: it is dropped
+on open.
+
+The journal also remembers, across restarts, every key it has accepted until the payment expires
+(`expires`: the authorisation's `validBefore`), so a payment settled in an earlier run is refused as spent
+(`spent`), not served again. The first line, `{"op": "meta", "complete_after": T}`, says how far that record
+reaches: every payment this journal accepted that expires after T is in it. Before the journal existed
+nothing was recorded, so a new journal (or one written before the record was kept) starts with T = now
+plus the longest a payment lives; a key evicted to bound memory raises T to its expiry. Payments expiring
+by T may have been settled unrecorded: the caller asks the chain about those.
 """
 
 from __future__ import annotations
 
+import heapq
 import json
 import os
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +33,18 @@ from covey.gateway.x402.errors import JournalBusyError, JournalError
 
 JOURNAL_FILE = "payments.jsonl"
 LOCK_FILE = "journal.lock"
-# Rewrite the file without its settled history once it grows past this and nothing is pending.
+# Rewrite the file without its settled history once it grows past this (and past twice what the last rewrite
+# kept) and nothing is pending.
 COMPACT_AT_BYTES = 64 * 1024 * 1024
+# Spent keys kept in memory at most (~280 bytes each with their index: ~56 MB), about 280 payments a second
+# for the default 600 s validity. Past this the earliest-expiring are dropped and the record's horizon moves
+# past them: fresh payments expire later and stay vouched for, only older ones are then asked of the chain.
+MAX_SPENT_KEYS = 200_000
+# A payment of unknown expiry (the caller did not say) is remembered until memory pressure evicts it.
+NEVER = 2**63 - 1
+# A spent key is kept this long past its expiry: clocks disagree a little about when a payment expired.
+EXPIRY_SLACK_S = 120
+DEFAULT_RECORD_HORIZON_S = 3600
 
 
 @dataclass(frozen=True)
@@ -33,15 +54,26 @@ class JournalEntry:
     key: str
     payload: dict[str, Any]
     requirements: dict[str, Any]
+    expires_at: int | None = None
+    """Unix time after which the payment cannot settle (its `validBefore`); `None` when unknown."""
 
 
 class PaymentJournal:
-    """An append-only, fsynced log of accepted and settled payments in `directory`, owned by one process."""
+    """An append-only, fsynced log of accepted and settled payments in `directory`, owned by one process.
 
-    def __init__(self, directory: Path) -> None:
+    `horizon_s`: how long before its creation a payment may have been settled unrecorded (the longest a
+    payment lives, plus clock skew); it sets the record's first `complete_after`.
+    """
+
+    def __init__(self, directory: Path, *, horizon_s: int = DEFAULT_RECORD_HORIZON_S) -> None:
         self.directory = Path(directory)
+        self.horizon_s = horizon_s
+        self.complete_after = 0
+        self._spent: dict[str, int] = {}  # key -> expiry: accepted and final, refused if offered again
+        self._expiries: list[tuple[int, str]] = []  # a min-heap over `_spent`, to drop the expired first
         self.directory.mkdir(parents=True, exist_ok=True)
         self.path = self.directory / JOURNAL_FILE
+        self._compacted_size = 0
         # Two processes on one journal would both settle its pending payments: refuse the second.
         self._lock = FileLock(str(self.directory / LOCK_FILE))
         try:
@@ -68,31 +100,75 @@ class PaymentJournal:
         with self._cond:
             return list(self._pending.values())
 
+    def spent(self, key: str) -> bool:
+        """Whether this journal accepted `key` before (pending, or settled and not yet expired): one dict lookup."""
+        with self._cond:
+            return key in self._pending or key in self._spent
+
     def _recover(self) -> dict[str, JournalEntry]:
         pending: dict[str, JournalEntry] = {}
         if not self.path.exists():
+            self.complete_after = int(time.time()) + self.horizon_s
             self._rewrite([])
             return pending
         records, torn = _read_records(self.path)
+        meta = records[0] if records and records[0].get("op") == "meta" else None
+        # A file without the header was written before spent keys were kept: its history is gone.
+        self.complete_after = int(meta["complete_after"]) if meta else int(time.time()) + self.horizon_s
         for record in records:
             if record.get("op") == "accept":
-                pending[record["key"]] = JournalEntry(record["key"], record["payload"], record["requirements"])
+                key = record["key"]
+                pending[key] = JournalEntry(key, record["payload"], record["requirements"], record.get("expires"))
             elif record.get("op") == "settle":
-                pending.pop(record["key"], None)
-        if torn or len(pending) != len(records):
-            # Drop the torn tail and the settled history in one atomic rewrite: only pending payments remain.
+                entry = pending.pop(record["key"], None)
+                expires = record.get("expires", entry.expires_at if entry else None)
+                if meta is not None or expires is not None:
+                    self._remember_spent(record["key"], NEVER if expires is None else int(expires))
+        self._forget_expired()
+        if torn or meta is None or len(records) != 1 + len(self._spent) + len(pending):
+            # One atomic rewrite drops the torn tail and the history nobody needs: pending and spent keys remain.
             self._rewrite(list(pending.values()))
         return pending
 
+    def _remember_spent(self, key: str, expires: int) -> None:
+        """Record `key` as spent until `expires` (under the lock, or before the journal is shared)."""
+        self._spent[key] = expires
+        heapq.heappush(self._expiries, (expires, key))
+
+    def _forget_expired(self) -> None:
+        """Drop spent keys past expiry, then the earliest-expiring beyond the memory bound (under the lock)."""
+        now = int(time.time())
+        while self._expiries:
+            expires, key = self._expiries[0]
+            if self._spent.get(key) != expires:  # superseded entry
+                heapq.heappop(self._expiries)
+                continue
+            if expires + EXPIRY_SLACK_S < now:
+                heapq.heappop(self._expiries)
+                del self._spent[key]
+            elif len(self._spent) > MAX_SPENT_KEYS:
+                heapq.heappop(self._expiries)
+                del self._spent[key]
+                # The record no longer covers payments expiring by this one's expiry: the chain must.
+                self.complete_after = max(self.complete_after, expires)
+            else:
+                break
+
     # -- writing -------------------------------------------------------------------------------------
 
-    def append_accepted(self, key: str, payload: dict[str, Any], requirements: dict[str, Any]) -> None:
-        """Durably record an accepted payment; returns only after fsync, so the answer may go out."""
+    def append_accepted(
+        self, key: str, payload: dict[str, Any], requirements: dict[str, Any], *, expires_at: int | None = None
+    ) -> None:
+        """Durably record an accepted payment; returns only after fsync, so the answer may go out.
+
+        `expires_at` (the authorisation's `validBefore`) is how long the key must stay refused once settled.
+        """
         # Pending first: a compaction that runs meanwhile must rewrite this entry, not drop it.
         with self._cond:
-            self._pending[key] = JournalEntry(key, payload, requirements)
+            self._pending[key] = JournalEntry(key, payload, requirements, expires_at)
+        record = {"op": "accept", "key": key, "payload": payload, "requirements": requirements, "expires": expires_at}
         try:
-            self._append([{"op": "accept", "key": key, "payload": payload, "requirements": requirements}])
+            self._append([record])
         except JournalError:
             with self._cond:
                 self._pending.pop(key, None)
@@ -103,18 +179,34 @@ class PaymentJournal:
         outcomes = list(outcomes)
         if not outcomes:
             return
+        with self._cond:
+            expiries = {key: self._expiry(key) for key, *_rest in outcomes}
         self._append(
             [
-                {"op": "settle", "key": key, "success": success, "transaction": tx, "reason": reason}
+                {
+                    "op": "settle",
+                    "key": key,
+                    "success": success,
+                    "transaction": tx,
+                    "reason": reason,
+                    "expires": expiries[key],
+                }
                 for key, success, tx, reason in outcomes
             ]
         )
         with self._cond:
             for key, *_rest in outcomes:
+                # Spent before it stops being pending: `spent(key)` never has a gap in between.
+                self._remember_spent(key, expiries[key])
                 self._pending.pop(key, None)
-            should_compact = not self._pending and self._file.tell() > COMPACT_AT_BYTES
+            self._forget_expired()
+            should_compact = not self._pending and self._file.tell() > max(COMPACT_AT_BYTES, 2 * self._compacted_size)
         if should_compact:
             self._compact()
+
+    def _expiry(self, key: str) -> int:
+        entry = self._pending.get(key)
+        return NEVER if entry is None or entry.expires_at is None else entry.expires_at
 
     def _append(self, records: list[dict[str, Any]]) -> None:
         """Group commit: whoever finds no write under way writes every buffered line with one fsync."""
@@ -158,31 +250,43 @@ class PaymentJournal:
                 self._cond.wait()
             self._writing = True
             entries = list(self._pending.values())
+            spent = list(self._spent.items())
         try:
             self._file.close()
-            self._rewrite(entries)
+            self._rewrite(entries, spent)
             self._file = open(self.path, "ab")  # noqa: SIM115 - held open for the journal's life
         finally:
             with self._cond:
                 self._writing = False
                 self._cond.notify_all()
 
-    def _rewrite(self, entries: list[JournalEntry]) -> None:
-        """Replace the file by one holding only `entries`, atomically (temp file, fsync, rename)."""
+    def _rewrite(self, entries: list[JournalEntry], spent: list[tuple[str, int]] | None = None) -> None:
+        """Replace the file by the header, `spent` keys and `entries` (pending), atomically (temp, fsync, rename).
+
+        `spent` defaults to every spent key (while the journal is opened, before anyone else can touch it).
+        """
+        records: list[dict[str, Any]] = [{"op": "meta", "complete_after": self.complete_after}]
+        spent = list(self._spent.items()) if spent is None else spent
+        records += [{"op": "settle", "key": key, "expires": expires} for key, expires in spent]
+        records += [
+            {
+                "op": "accept",
+                "key": entry.key,
+                "payload": entry.payload,
+                "requirements": entry.requirements,
+                "expires": entry.expires_at,
+            }
+            for entry in entries
+        ]
+        data = b"".join(json.dumps(record, separators=(",", ":")).encode() + b"\n" for record in records)
         temp = self.path.with_suffix(".tmp")
         with open(temp, "wb") as handle:
-            for entry in entries:
-                record = {
-                    "op": "accept",
-                    "key": entry.key,
-                    "payload": entry.payload,
-                    "requirements": entry.requirements,
-                }
-                handle.write(json.dumps(record, separators=(",", ":")).encode() + b"\n")
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temp, self.path)
         self._fsync_directory()
+        self._compacted_size = len(data)
 
     def _fsync_directory(self) -> None:
         # A new or renamed file is durable only once its directory entry is.

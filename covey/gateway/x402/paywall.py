@@ -161,7 +161,12 @@ class Paywall:
         verdict = await self.facilitator.verify(payload, requirements)
         if not verdict.is_valid:
             return self.payment_required(resource, accepts, verdict.invalid_reason or Reason.UNEXPECTED_VERIFY_ERROR)
-        payment = VerifiedPayment(payload, requirements, verdict.payer or facts.payer, facts.key)
+        payment = VerifiedPayment(payload, requirements, verdict.payer or facts.payer, facts.key, facts.expires_at)
+        # The facilitator judged the payment alone; the settlement knows what was already spent (batched: also
+        # in earlier runs), and a spent payment must be refused before it is served, not after.
+        refused = await self.settlement.check(payment)
+        if refused is not None:
+            return self.payment_required(resource, accepts, refused)
         response = await handler(payment)
         if response.status_code >= 400:
             return response  # the resource failed: nothing is charged

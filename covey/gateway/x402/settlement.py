@@ -3,8 +3,13 @@
 Batched: a payment is re-checked and held by the facilitator (its nonce in flight, its amount counted
 against the payer's balance), journaled with fsync, and only then answered; a worker thread settles the
 journal's pending payments many per transaction. After a crash, the journal's pending payments are held
-again and settled; one that a lost batch already executed is recognised on chain (its nonce is used by a
-transfer to the payee), so every accepted payment is settled exactly once.
+again and settled; one that a lost batch already executed is recognised on chain (its nonce is used by our
+own transfer to the payee), so every accepted payment is settled exactly once.
+
+Settled stays settled: before a payment is served, `check` refuses it if the journal already accepted its
+key, in this run or an earlier one (an in-memory lookup); for a payment the journal's record cannot vouch
+for (it may have been settled before the record began, or it lives longer than any we ask for) the token's
+`authorizationState` on chain decides.
 """
 
 from __future__ import annotations
@@ -12,10 +17,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from covey.gateway.x402.errors import Reason
 from covey.gateway.x402.interfaces import BatchSettler, FacilitatorClient, VerifiedPayment
 from covey.gateway.x402.journal import JournalEntry, PaymentJournal
 from covey.gateway.x402.types import PaymentPayload, PaymentRequirements, SettleResponse, VerifyResponse
@@ -29,6 +36,11 @@ BATCHED_MIN_VALIDITY_S = 180
 DEFAULT_BATCH_SIZE = 50
 DEFAULT_FLUSH_INTERVAL_S = 1.0
 MAX_RETRY_BACKOFF_S = 30.0
+# The payments a gateway asks for live `maxTimeoutSeconds` (600 by default) from signing, by the client's clock,
+# which may run this far ahead of ours. A new journal asks the chain about the payments of its first
+# CLOCK_SKEW_S seconds (and any signed before it): every chain read there costs the batched path throughput.
+DEFAULT_MAX_TIMEOUT_S = 600
+CLOCK_SKEW_S = 10
 
 
 class StrictSettlement:
@@ -41,6 +53,10 @@ class StrictSettlement:
         self.min_validity_s = min_validity_s
         self._settled = 0
         self._failed = 0
+
+    async def check(self, payment: VerifiedPayment) -> str | None:
+        # Verification ran the transfer against the chain: a used nonce was refused there.
+        return None
 
     async def settle(self, payment: VerifiedPayment) -> SettleResponse:
         result = await self.facilitator.settle(payment.payload, payment.requirements)
@@ -78,13 +94,16 @@ class BatchedSettlement:
         batch_size: int = DEFAULT_BATCH_SIZE,
         flush_interval_s: float = DEFAULT_FLUSH_INTERVAL_S,
         min_validity_s: int = BATCHED_MIN_VALIDITY_S,
+        max_timeout_s: int = DEFAULT_MAX_TIMEOUT_S,
         executor: ThreadPoolExecutor | None = None,
     ) -> None:
+        """`max_timeout_s`: the longest a payment asked for here lives (the requirements' `maxTimeoutSeconds`)."""
         self.settler = settler
         self.journal_dir = Path(journal_dir)
         self.batch_size = batch_size
         self.flush_interval_s = flush_interval_s
         self.min_validity_s = min_validity_s
+        self.max_timeout_s = max_timeout_s
         self._own_executor = executor is None
         self._executor = executor or ThreadPoolExecutor(max_workers=8, thread_name_prefix="x402-batched")
         self._journal: PaymentJournal | None = None
@@ -92,7 +111,7 @@ class BatchedSettlement:
         self._queue: dict[str, tuple[PaymentPayload, PaymentRequirements]] = {}
         self._stopping = False
         self._worker: threading.Thread | None = None
-        self._counts = {"settled": 0, "failed": 0, "recovered": 0, "batches": 0}
+        self._counts = {"settled": 0, "failed": 0, "recovered": 0, "batches": 0, "refused_spent": 0, "chain_checks": 0}
 
     # -- lifecycle -----------------------------------------------------------------------------------
 
@@ -101,7 +120,8 @@ class BatchedSettlement:
         await self._run(self._open)
 
     def _open(self) -> None:
-        self._journal = PaymentJournal(self.journal_dir)
+        # Payments settled before the journal existed may be offered for up to their lifetime after it.
+        self._journal = PaymentJournal(self.journal_dir, horizon_s=self.max_timeout_s + CLOCK_SKEW_S)
         for entry in self._journal.pending():
             payload, requirements = _decode(entry)
             self.settler.restore(payload, requirements)
@@ -133,6 +153,44 @@ class BatchedSettlement:
 
     # -- accepting -----------------------------------------------------------------------------------
 
+    async def check(self, payment: VerifiedPayment) -> str | None:
+        """`NONCE_ALREADY_USED` if this payment was accepted here before (even in an earlier run), else None.
+
+        Costs a dict lookup, plus a chain read only for a payment the journal's record cannot vouch for.
+        """
+        journal = self._journal
+        if journal is None:
+            raise RuntimeError("BatchedSettlement.start() was not awaited")
+        if journal.spent(payment.key):
+            self._count("refused_spent")
+            return Reason.NONCE_ALREADY_USED
+        if self._vouched(journal, payment):
+            return None
+        self._count("chain_checks")
+        try:
+            used = await self._run(self.settler.nonce_used, payment.payload, payment.requirements)
+        except Exception as exc:  # the chain is unreachable: refuse rather than serve a payment nobody can vouch for
+            log.warning("x402: cannot read the nonce state of %s: %s", payment.key, exc)
+            return Reason.UNEXPECTED_VERIFY_ERROR
+        if used:
+            self._count("refused_spent")
+            return Reason.NONCE_ALREADY_USED
+        return None
+
+    def _vouched(self, journal: PaymentJournal, payment: VerifiedPayment) -> bool:
+        """Whether the journal would hold this payment's key had it ever been accepted here.
+
+        It would if the payment expires after the record's horizon, and no later than any payment signed now
+        for these requirements (a longer-lived one may have been signed, and settled, before the record began).
+        """
+        expires = payment.expires_at
+        longest = int(time.time()) + payment.requirements.max_timeout_seconds + CLOCK_SKEW_S
+        return expires is not None and journal.complete_after < expires <= longest
+
+    def _count(self, counter: str) -> None:
+        with self._cond:
+            self._counts[counter] += 1
+
     async def settle(self, payment: VerifiedPayment) -> SettleResponse:
         """Hold and journal the payment (fsync) so it survives a crash; the chain sees it in a later batch."""
         if self._journal is None:
@@ -156,11 +214,23 @@ class BatchedSettlement:
     def _accept(self, payment: VerifiedPayment) -> VerifyResponse:
         """Hold, journal and queue the payment (blocking); the facilitator's verdict if it cannot be held."""
         assert self._journal is not None
+        if self._journal.spent(payment.key):  # `check` refused it already, unless a caller skipped `check`
+            return VerifyResponse(
+                is_valid=False,
+                invalid_reason=Reason.NONCE_ALREADY_USED,
+                invalid_message="this payment was already accepted here",
+                payer=payment.payer,
+            )
         verdict = self.settler.reserve(payment.payload, payment.requirements, min_validity_s=self.min_validity_s)
         if not verdict.is_valid:
             return verdict
         try:
-            self._journal.append_accepted(payment.key, payment.payload.to_wire(), payment.requirements.to_wire())
+            self._journal.append_accepted(
+                payment.key,
+                payment.payload.to_wire(),
+                payment.requirements.to_wire(),
+                expires_at=payment.expires_at,
+            )
         except BaseException:
             self.settler.release(payment.payload)
             raise

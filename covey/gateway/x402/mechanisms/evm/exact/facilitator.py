@@ -39,6 +39,7 @@ from covey.gateway.x402.mechanisms.evm.eip3009 import (
     token_contract,
 )
 from covey.gateway.x402.mechanisms.evm.exact.onchain import (
+    authorization_used,
     find_settlement,
     reason_from_revert,
     settle_through_batcher,
@@ -279,6 +280,14 @@ class ExactEvmFacilitator:
             self._finish([key for _index, key in todo], keep_held=[k for i, k in todo if results[i] is None])
         return results
 
+    def nonce_used(self, payload: PaymentPayload, requirements: PaymentRequirements) -> bool:
+        """Whether the token has already used this payment's nonce: its `authorizationState` (one chain read)."""
+        try:
+            auth = self._parse(payload).auth
+        except _Invalid as invalid:
+            raise ValueError(str(invalid)) from invalid
+        return authorization_used(self.chain, requirements.asset, auth)
+
     # -- checks --------------------------------------------------------------------------------------
 
     def _parse(self, payload: PaymentPayload) -> _Payment:
@@ -502,11 +511,18 @@ class ExactEvmFacilitator:
         return None  # still valid: it ran out of gas or hit a transient fault inside the batch
 
     def _earlier_settlement(self, payment: _Payment, requirements: PaymentRequirements) -> SettleResponse | None:
-        """The settlement that already executed exactly this authorisation: remembered, or found on chain."""
+        """The settlement of exactly this authorisation that we sent: remembered, or found on chain.
+
+        Only a transaction from our own signer counts (a batch lost in a crash, or a settle another thread
+        of ours raced): a nonce someone else used, even for a transfer to the same payee, is not a payment
+        this facilitator settled, and must not be reported as one.
+        """
         cached = self._results.get(payment.key)
         if cached is not None:
             return cached
-        tx = find_settlement(self.chain, requirements.asset, payment.auth, self.lookback_blocks)
+        tx = find_settlement(
+            self.chain, requirements.asset, payment.auth, self.lookback_blocks, sender=self.signer.address
+        )
         return None if tx is None else self._succeeded(requirements, payment, tx)
 
     # -- bookkeeping -----------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from web3.contract.contract import ContractFunction
 from web3.types import TxReceipt
 
 from covey.chain import Chain
+from covey.errors import ChainError
 from covey.gateway.x402.errors import Reason
 from covey.gateway.x402.mechanisms.evm.eip3009 import (
     AUTHORIZATION_USED_TOPIC,
@@ -29,6 +30,7 @@ PAYMENT_SETTLED_TOPIC = keccak(text="PaymentSettled(address,address,bytes32,addr
 # unused rest is not charged. 256 payments stay under a 30M block.
 BATCH_BASE_GAS = 100_000
 BATCH_GAS_PER_PAYMENT = 100_000
+AUTHORIZATION_STATE_SELECTOR = keccak(text="authorizationState(address,bytes32)")[:4]
 
 
 class EncodedCall:
@@ -114,12 +116,15 @@ def settled_keys(receipt: TxReceipt, batcher: str) -> set[str]:
     return keys
 
 
-def find_settlement(chain: Chain, token: str, auth: Authorization, lookback_blocks: int) -> str | None:
+def find_settlement(
+    chain: Chain, token: str, auth: Authorization, lookback_blocks: int, *, sender: str | None = None
+) -> str | None:
     """The hash of a past transaction that executed exactly `auth` (same payee and value), if any.
 
     A used nonce alone does not prove it: the payer may have signed another authorisation with the same
     nonce, or cancelled it. The token's `AuthorizationUsed(payer, nonce)` log finds the transaction; its
-    `Transfer` log must show this payee and amount.
+    `Transfer` log must show this payee and amount. With `sender`, only a transaction sent from that
+    account counts (a facilitator's own settlement, not someone else's use of the same authorisation).
     """
     token = Web3.to_checksum_address(token)
     latest = chain.block_number()
@@ -137,9 +142,27 @@ def find_settlement(chain: Chain, token: str, auth: Authorization, lookback_bloc
     )
     for entry in logs:
         receipt = chain.w3.eth.get_transaction_receipt(entry["transactionHash"])
+        if sender is not None and str(receipt["from"]).lower() != sender.lower():
+            continue
         if _has_transfer(receipt, token, auth):
             return tx_hash(receipt)
     return None
+
+
+def authorization_used(chain: Chain, token: str, auth: Authorization) -> bool:
+    """The token's `authorizationState(payer, nonce)`: whether it has used (or cancelled) this nonce.
+
+    One raw `eth_call`: batched settlement asks this on the request path, where web3's contract machinery
+    would cost several times the call itself.
+    """
+    data = AUTHORIZATION_STATE_SELECTOR + _word(bytes.fromhex(auth.payer[2:])) + auth.nonce
+    reply = chain.w3.provider.make_request(
+        "eth_call",  # type: ignore[arg-type]
+        [{"to": Web3.to_checksum_address(token), "data": "0x" + data.hex()}, "latest"],
+    )
+    if "error" in reply or not isinstance(reply.get("result"), str):
+        raise ChainError(f"authorizationState on {token} failed: {reply.get('error')}")
+    return int(reply["result"], 16) != 0
 
 
 def reason_from_revert(message: str) -> Reason:
