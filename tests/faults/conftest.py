@@ -21,7 +21,10 @@ from typing import TypeVar
 
 import httpx
 
+from tests.gateway_api.conftest import World, world
 from tests.support import free_port, wait_for_rpc
+
+__all__ = ["World", "world"]  # the gateway API tests' world (a finalised model, hosts registry), per module
 
 COVEY = [sys.executable, "-m", "covey.cli"]
 """The `covey` command, run by this interpreter (subprocesses inherit PYTHONPATH, so they run this checkout)."""
@@ -140,3 +143,21 @@ def _quietly(check: Callable[[], bool]) -> bool:
         return check()
     except RuntimeError:
         return False
+
+
+GATEWAY_ACCOUNT = "dev3"
+"""The account the `world` lists as a gateway in its HostRegistry."""
+
+
+@contextmanager
+def gateway_process(
+    world: World, settlement: str, log: Path, *args: str, port: int | None = None
+) -> Iterator[tuple[Service, str]]:
+    """`covey gateway serve --settlement SETTLEMENT ARGS...` on the world's chain; yields it and its base URL."""
+    port = port or free_port()
+    url = f"http://127.0.0.1:{port}"
+    argv = [*COVEY, "gateway", "serve", "--port", str(port), "--settlement", settlement, "--from", GATEWAY_ACCOUNT]
+    argv += ["--arena", world.arena.address, "--registry", world.registry.address, *args]
+    env = covey_env(world.home, rpc_url=world.rpc_url)
+    with service(f"gateway ({settlement})", argv, env, log, answers_http(f"{url}/health"), timeout_s=180) as running:
+        yield running, url
