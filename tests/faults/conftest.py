@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import TypeVar
 
 import httpx
+from eth_account.signers.local import LocalAccount
 
+from covey.gateway.registry import HostRegistryClient
 from tests.gateway_api.conftest import World, world
 from tests.support import free_port, wait_for_rpc
 
@@ -160,4 +162,37 @@ def gateway_process(
     argv += ["--arena", world.arena.address, "--registry", world.registry.address, *args]
     env = covey_env(world.home, rpc_url=world.rpc_url)
     with service(f"gateway ({settlement})", argv, env, log, answers_http(f"{url}/health"), timeout_s=180) as running:
+        yield running, url
+
+
+COV = 10**18
+HOST_ROLE = 2
+
+
+def stake_host(world: World, account: LocalAccount, amount: int = 100 * COV) -> None:
+    """Give `account` COV from the world's owner and stake it for the host role (the registry's minimum)."""
+    world.chain.transact(world.cov.functions.transfer(account.address, amount), world.owner)
+    world.chain.transact(world.cov.functions.approve(world.staking.address, amount), account)
+    world.chain.transact(world.staking.functions.stake(HOST_ROLE, amount), account)
+
+
+@contextmanager
+def host_process(
+    world: World, name: str, account: LocalAccount, log: Path, *, price: str, tokens_per_s: float = 0.0
+) -> Iterator[tuple[Service, str]]:
+    """`covey host serve --from NAME` for the world's model; yields once it answers and the registry lists its URL."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    argv = [*COVEY, "host", "serve", "--model", world.model_id, "--port", str(port), "--price", price]
+    argv += ["--tokens-per-s", str(tokens_per_s), "--arena", world.arena.address]
+    argv += ["--registry", world.registry.address, "--from", name]
+
+    def ready() -> bool:
+        registered = {
+            info.address: info.endpoint for info in HostRegistryClient(world.chain, world.registry.address).hosts()
+        }
+        return registered.get(account.address) == url and answers_http(f"{url}/health")()
+
+    env = covey_env(world.home, rpc_url=world.rpc_url)
+    with service(f"host {name}", argv, env, log, ready, timeout_s=180) as running:
         yield running, url
