@@ -188,7 +188,7 @@ def outcome(home: Path) -> Iterator[Outcome]:
                 start(index)
             ready(*range(MEMBERS))
             run = drive(setup, config, store, tick, config.behaviours, fast_forward=False, on_phase=on_phase)
-            exit_codes = {}
+            exit_codes: dict[str, int] = {}
             for index, worker in workers.items():
                 worker.process.wait(timeout=60)  # members stop on their own once the alliance is complete
                 exit_codes[setup.members[index].address] = worker.process.returncode

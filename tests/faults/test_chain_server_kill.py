@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from eth_account.signers.local import LocalAccount
+from eth_typing import HexStr
 from web3.contract import Contract
 from web3.exceptions import TransactionNotFound
 
@@ -157,7 +158,7 @@ def test_a_sigkilled_chain_server_keeps_every_receipted_transfer_and_resumes(cov
             landed = []
             for sent in client.sent:
                 try:
-                    facts = receipt_facts(chain.w3.eth.get_transaction_receipt(sent.tx_hash))
+                    facts = receipt_facts(chain.w3.eth.get_transaction_receipt(HexStr(sent.tx_hash)))
                 except TransactionNotFound:
                     facts = None
                 if sent.receipt is not None:
@@ -174,7 +175,7 @@ def test_a_sigkilled_chain_server_keeps_every_receipted_transfer_and_resumes(cov
             on_chain += landed
 
         # Balances follow exactly from the transfers on chain (reverted ones move nothing); the supply stays.
-        expected = dict.fromkeys((client.account.address for client in clients), FUNDS)
+        expected: dict[str, int] = dict.fromkeys((str(client.account.address) for client in clients), FUNDS)
         for sent in on_chain:
             assert sent.receipt is not None
             assert sent.receipt["status"] == (0 if sent.amount == TOO_MUCH else 1), sent

@@ -197,7 +197,7 @@ def story(world: World, gateway: tuple[Gateway, str], tmp_path_factory: pytest.T
 
     def host_earnings(at_least: int) -> dict[str, int] | None:
         """What each host holds in USD (all of it earned here), once the total reaches `at_least`."""
-        earned = {host.address: world.usd_balance(host.address) for host in (a, b)}
+        earned = {str(host.address): world.usd_balance(host.address) for host in (a, b)}
         return earned if sum(earned.values()) >= at_least else None
 
     def start_a(log: str) -> Any:

@@ -31,7 +31,7 @@ from eth_account.signers.local import LocalAccount
 from covey.chain import Chain, dev_accounts
 from covey.chain.deploy import SUITE_STEPS, deploy_suite, manifest_path
 from covey.chain.faucet import fund
-from covey.chain.market_deploy import MARKET_STEPS, MarketParams
+from covey.chain.market_deploy import MARKET_STEPS
 from covey.compute.client import JobStatus, JobTerms, MarketClient, Resources, delivered_units
 from covey.compute.jobs import CommandJob, UnitLimits, fetch_result, publish_job
 from covey.compute.sandbox import Sandbox
@@ -126,7 +126,7 @@ def test_a_provider_killed_mid_unit_is_slashed_and_its_job_still_completes_once(
         owner = dev_accounts(1)[0]
         deployment = deploy_suite(chain, owner, steps=[*SUITE_STEPS, *MARKET_STEPS])
         client = MarketClient.from_deployment(chain, deployment)
-        params: MarketParams = client.params()
+        params = client.params()
         accounts = dev_accounts(8)
         a, b, buyer = accounts[5], accounts[6], accounts[7]
         for account in (a, b, buyer):
