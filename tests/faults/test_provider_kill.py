@@ -48,8 +48,8 @@ UNITS = 3
 SECONDS_PER_UNIT = 10  # what the buyer pays for: price x units x seconds per unit
 MAX_PRICE = 20  # µUSD per unit-second
 A_PRICE, B_PRICE = 10, 15
-BID_WINDOW_S = 8
-HEARTBEAT_S = 6
+BID_WINDOW_S = 10
+HEARTBEAT_S = 8
 UNIT_PROGRAM = f"""import hashlib, sys, time
 unit = int(sys.argv[1])
 time.sleep({UNIT_SECONDS})  # work to interrupt
