@@ -57,6 +57,7 @@ PHASE_S = 12  # each phase's length: a dead member holds the round up this long
 MEMBERS = 5
 STAKE_COV = 200  # a penalty (half the minimum stake) leaves a slashed member eligible for the next round
 WORKER_READY_TIMEOUT_S = 180.0
+RUN_TIMEOUT_S = 300.0  # the whole alliance, members' start included
 STALL_GRACE_S = 5.0  # how long past its deadline a phase may still read as running before it counts as stalled
 
 
@@ -146,6 +147,7 @@ def outcome(home: Path) -> Iterator[Outcome]:
             nobody sends a transaction, so the phase never ends. A chain with a block time moves on by itself;
             this block does what its next one would.
             """
+            assert time.monotonic() - started < RUN_TIMEOUT_S, f"the alliance did not complete in {RUN_TIMEOUT_S}s"
             phase = client.phase(setup.alliance_id)
             if phase not in (Phase.PROPOSING, Phase.COMMITTING, Phase.REVEALING):
                 return False
