@@ -305,7 +305,7 @@ class Chain:
 
     @property
     def is_local(self) -> bool:
-        """True on a dev chain (embedded, anvil, hardhat), where faucets and time travel are allowed."""
+        """True on a dev chain (embedded, anvil, hardhat): faucets, mining on demand, time travel in tests."""
         return self.backend.startswith("embedded") or self.chain_id in LOCAL_CHAIN_IDS
 
     def block_number(self) -> int:
