@@ -179,7 +179,7 @@ def test_a_local_chain_gets_delays_of_seconds_and_the_same_yearly_emission(chain
     # Knobs given win; an epoch length alone keeps the yearly rate.
     custom = deploy_suite(chain, owner, steps=CORE_STEPS, unbonding_delay_s=100, epoch_length_s=3_600)
     assert _schedule(chain, custom) == (100, LOCAL_COMMISSION_DELAY_S, 3_600, emission_per_epoch(3_600))
-    assert emission_per_epoch(3_600) * 24 == DEFAULT_EMISSION_PER_EPOCH_COV * COV
+    assert 0 <= DEFAULT_EMISSION_PER_EPOCH_COV * COV - emission_per_epoch(3_600) * 24 < 24
 
 
 def test_any_other_chain_gets_the_public_delays() -> None:
