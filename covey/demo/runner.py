@@ -63,14 +63,14 @@ def _check_delays(chain: Chain, deployment: Deployment) -> None:
     """Refuse a suite whose protocol delays the story could not wait out in real time."""
     staking, treasury = deployment.contract(chain, "Staking"), deployment.contract(chain, "Treasury")
     delays = {
-        "commission delay": int(staking.functions.commissionDelay().call()),
-        "unbonding delay": int(staking.functions.unbondingDelay().call()),
-        "emission epoch": int(treasury.functions.epochLength().call()),
+        "a commission delay": int(staking.functions.commissionDelay().call()),
+        "an unbonding delay": int(staking.functions.unbondingDelay().call()),
+        "an emission epoch": int(treasury.functions.epochLength().call()),
     }
-    too_long = [f"{name} of {seconds} s" for name, seconds in delays.items() if seconds > MAX_WAIT_S]
+    too_long = [f"{name} of {seconds:,} s" for name, seconds in delays.items() if seconds > MAX_WAIT_S]
     if too_long:
         raise ChainError(
-            f"the Covey suite on chain {chain.chain_id} has a {' and a '.join(too_long)}, and the demo waits in real "
+            f"the Covey suite on chain {chain.chain_id} has {' and '.join(too_long)}, and the demo waits in real "
             "time: redeploy with `covey chain deploy` (delays of seconds on a local chain) or use a fresh COVEY_HOME"
         )
 

@@ -122,6 +122,12 @@ def test_deploy_takes_delays_and_refuses_negative_ones(covey_home: Path) -> None
         chain.close()
 
 
+def test_the_demo_refuses_a_suite_whose_delays_it_cannot_wait_out(deployed_home: Path) -> None:
+    refused = run(deployed_home, "demo", check=False)
+    assert_one_line_error(refused, "has a commission delay of 86,400 s and an unbonding delay of 604,800 s")
+    assert "demo waits in real time" in refused.stderr
+
+
 def test_wallet_faucet_stake_and_show(deployed_home: Path) -> None:
     created = json.loads(run(deployed_home, "wallet", "new", "alice", "--json", password="pw-alice").stdout)
     address = created["address"]
