@@ -25,6 +25,7 @@ from covey.storage import open_store
 
 HOSPITALS = ("St Mary's", "Northside", "Riverside", "Lakeview", "Mallory Clinic")
 BEHAVIOURS = ("honest", "honest", "honest", "honest", "sign_flip")
+PHASE_S = 15
 
 
 class StageContext(Protocol):
@@ -40,7 +41,8 @@ def alliance_stage(ctx: StageContext) -> dict[str, Any]:
     owner = dev_accounts(1)[0]  # the demo's deployer: it holds the genesis COV and owns the suite
     client = AllianceClient(ctx.chain, ensure_alliance(ctx.chain, ctx.deployment, owner))
     store = open_store(ctx.settings.store_url, ctx.settings.data_dir)
-    config = RunConfig(dataset="breast_cancer", behaviours=BEHAVIOURS, rounds=3, proposers=2, voters=3)
+    # Phases end early once everyone has acted; a phase someone sits out is waited for in real time.
+    config = RunConfig(dataset="breast_cancer", behaviours=BEHAVIOURS, rounds=3, proposers=2, voters=3, phase_s=PHASE_S)
     say(
         f"{len(HOSPITALS)} hospitals each keep their own breast-cancer patients and stake 100 COV; "
         f"{HOSPITALS[-1]} poisons its updates (sign flip x4) and votes against the others. "

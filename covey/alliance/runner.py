@@ -2,7 +2,7 @@
 
 Two modes share everything but where participants live:
 - `run_in_process`: every `Participant` in this process, stepped in turn (tests, the demo, benchmarks);
-  on a dev chain an idle phase is fast-forwarded instead of waited for.
+  when nobody acts, only a deadline can end the phase, so it is waited for outright (in real time).
 - `run_processes` (`covey alliance run`): one OS process per participant (`covey.alliance.worker`), each
   loading only its own partition, against a JSON-RPC chain (`covey chain serve`, started if needed).
 This process coordinates either way: it opens, starts and finalises rounds (anyone may) and reports
@@ -259,7 +259,7 @@ Tick = Callable[[], bool]
 
 
 def play_round(
-    setup: Setup, tick: Tick, *, fast_forward: bool, on_phase: Callable[[Phase], None] | None = None
+    setup: Setup, tick: Tick, *, all_in_process: bool, on_phase: Callable[[Phase], None] | None = None
 ) -> TxReceipt:
     """Open, start, let `tick` act until the round is finalisable, then finalise it; returns the receipt."""
     client, alliance_id = setup.client, setup.alliance_id
@@ -278,18 +278,28 @@ def play_round(
             continue
         if client.phase(alliance_id) != phase:
             continue
-        if fast_forward and client.chain.is_local:
-            _skip_ahead(client, alliance_id)
-        else:
-            time.sleep(IDLE_POLL_S)
+        _wait_for_deadline(client, alliance_id, nobody_else=all_in_process)
 
 
-def _skip_ahead(client: AllianceClient, alliance_id: int) -> None:
-    """Nobody acted: move a dev chain's clock half-way to the next deadline (at least 1 s)."""
+def _wait_for_deadline(client: AllianceClient, alliance_id: int, *, nobody_else: bool) -> None:
+    """Nobody here acted: wait in real time for the phase's deadline (the clock is never moved).
+
+    When `nobody_else` can act either (every participant is in this process) only the deadline can end
+    the phase, so wait for it outright; otherwise poll. A local chain that mines on demand gets an empty
+    block once its deadline has passed, so that the phase view (read at the latest block) moves on.
+    """
+    chain = client.chain
     info = client.round(alliance_id, client.alliance(alliance_id).current_round)
-    now = client.chain.timestamp()
-    deadline = next((end for end in (info.propose_end, info.commit_end, info.reveal_end) if end > now), now + 1)
-    client.chain.increase_time(max(1, (deadline - now + 1) // 2))
+    latest = chain.timestamp()
+    deadline = next((end for end in (info.propose_end, info.commit_end, info.reveal_end) if end > latest), None)
+    if deadline is None:
+        time.sleep(IDLE_POLL_S)
+    elif nobody_else:
+        chain.wait_until(deadline)
+    elif chain.is_local and chain.now() >= deadline:
+        chain.mine()
+    else:
+        time.sleep(IDLE_POLL_S)
 
 
 def report_round(
@@ -331,7 +341,7 @@ def drive(
     tick: Tick,
     behaviours: Sequence[str],
     *,
-    fast_forward: bool,
+    all_in_process: bool,
     on_round: Callable[[RoundReport], None] | None = None,
     on_phase: Callable[[int, Phase], None] | None = None,
 ) -> AllianceRun:
@@ -354,7 +364,7 @@ def drive(
     for round_number in range(1, config.rounds + 2):
         started = time.perf_counter()
         phase_hook = (lambda phase, r=round_number: on_phase(r, phase)) if on_phase else None
-        receipt = play_round(setup, tick, fast_forward=fast_forward, on_phase=phase_hook)
+        receipt = play_round(setup, tick, all_in_process=all_in_process, on_phase=phase_hook)
         accuracy = None
         if round_number <= config.rounds:
             accuracy = model_accuracy(setup.spec, ledger.model_for_round(round_number + 1), test_set)
@@ -406,7 +416,9 @@ def run_in_process(
             acted = bool(participant.act()) or acted
         return acted
 
-    run = drive(setup, config, store, tick, config.behaviours, fast_forward=True, on_round=on_round, on_phase=on_phase)
+    run = drive(
+        setup, config, store, tick, config.behaviours, all_in_process=True, on_round=on_round, on_phase=on_phase
+    )
     for member, participant in zip(run.members, participants, strict=True):
         member.privacy_spent = list(participant.privacy_spent)
     return run, participants
@@ -494,7 +506,7 @@ def run_processes(
             return False  # the members act in their own processes; this one only watches and finalises
 
         run = drive(
-            setup, config, store, tick, config.behaviours, fast_forward=False, on_round=on_round, on_phase=on_phase
+            setup, config, store, tick, config.behaviours, all_in_process=False, on_round=on_round, on_phase=on_phase
         )
         for worker in workers:
             worker.wait(timeout=WORKER_EXIT_TIMEOUT_S)

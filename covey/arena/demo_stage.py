@@ -1,6 +1,6 @@
 """The Arena chapter of `covey demo`: one full task with honest nodes and every built-in adversary.
 
-It plays `covey.arena.scenario` (time travel between phases) and prints the leaderboard, the
+It plays `covey.arena.scenario` (real-time phases of seconds) and prints the leaderboard, the
 validators' standing, and every account's balance and stake before and after, with what the Arena
 paid (rewards, the operator's commission) and took (slashes).
 """
@@ -72,8 +72,14 @@ def arena_stage(ctx: StageContext) -> dict[str, Any]:
     def announce(phase: Phase) -> None:
         console.print(f"[bold]{phase.label}[/]")
 
+    def advance(timestamp: int) -> None:
+        seconds = timestamp - ctx.chain.now()
+        if seconds > 0:
+            console.print(f"[dim]waiting {seconds} s for the next phase[/]")
+        ctx.chain.wait_until(timestamp)
+
     nodes = build_nodes(client, store, home, actors, log)
-    phase_seconds = play(client, nodes, posted.task_id, on_phase=announce)
+    phase_seconds = play(client, nodes, posted.task_id, on_phase=announce, advance=advance)
 
     report = task_report(client, posted.task_id)
     claimed = claim_delegation(client, actors)

@@ -9,7 +9,7 @@ delegator behind ada, who charges 10% commission. The demo, the e2e test and the
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,10 @@ from covey.ml import TaskSpec, default_spec
 from covey.storage import ArtifactStore
 
 COV = 10**18
-PHASE_S = 3_600
+PHASES_S = (20, 5, 8, 5)
+"""Seconds to commit, reveal, score and reveal scores: room for the cast's work in each phase (training ~3 s
+here, ~4x that on a loaded 2-core machine), and short, because a local chain's clock follows wall time and
+the story waits for each deadline in real time."""
 COMMISSION_BPS = 1_000
 REWARD_POOL = 1_000 * COV
 MIN_TRAINER_STAKE = 100 * COV
@@ -131,7 +134,7 @@ def fund_and_stake(chain: Chain, deployment: Deployment, client: ArenaClient, ac
         chain.transact(staking.functions.delegate(ada.address, Role.TRAINER, missing), delegator.account)
     if int(staking.functions.commissionOf(ada.address).call()[0]) != COMMISSION_BPS:
         chain.transact(staking.functions.setCommission(COMMISSION_BPS), ada.account)
-        chain.increase_time(int(staking.functions.commissionDelay().call()) + 1)
+        chain.wait_until(int(staking.functions.commissionOf(ada.address).call()[2]))  # the commission delay
 
 
 def role_of(actor: Actor) -> Role:
@@ -139,9 +142,18 @@ def role_of(actor: Actor) -> Role:
 
 
 def post(
-    client: ArenaClient, store: ArtifactStore, home: Path, actors: dict[str, Actor], spec: TaskSpec | None = None
+    client: ArenaClient,
+    store: ArtifactStore,
+    home: Path,
+    actors: dict[str, Actor],
+    spec: TaskSpec | None = None,
+    *,
+    phases_s: Sequence[int] = PHASES_S,
 ) -> PostedTask:
-    """The creator posts a task (default: digits): 1,000 COV, top 3 paid, the spec's baseline, tolerance 0.02."""
+    """The creator posts a task (default: digits): 1,000 COV, top 3 paid, the spec's baseline, tolerance 0.02.
+
+    `phases_s` are the four phases' lengths in seconds (default `PHASES_S`, sized for digits).
+    """
     return post_task(
         client,
         actors["creator"].account,
@@ -149,7 +161,7 @@ def post(
         home,
         spec or default_spec("digits"),
         reward_pool=REWARD_POOL,
-        deadlines=Deadlines.after(client.now(), PHASE_S, PHASE_S, PHASE_S, PHASE_S),
+        deadlines=Deadlines.after(client.now(), *phases_s),
         top_k=3,
         min_trainer_stake=MIN_TRAINER_STAKE,
         min_validator_stake=MIN_VALIDATOR_STAKE,
@@ -199,13 +211,18 @@ def play(
     nodes: list[NodeBase],
     task_id: int,
     on_phase: Callable[[Phase], None] | None = None,
+    *,
+    advance: Callable[[int], object] | None = None,
 ) -> dict[str, float]:
-    """Step every node through each phase, travelling in time to the next one; seconds spent per phase."""
+    """Step every node through each phase, waiting for the next one to begin; seconds of work per phase.
+
+    The wait is real (`Chain.wait_until`); `advance(timestamp)` replaces it, e.g. for a benchmark that
+    times only the work and may move a throw-away chain's clock.
+    """
+    advance = advance or client.chain.wait_until
     seconds: dict[str, float] = {}
     for phase in PLAY_ORDER:
-        gap = client.task(task_id).phase_deadline(phase) - client.now()
-        if gap > 0:
-            client.chain.increase_time(gap)
+        advance(client.task(task_id).phase_deadline(phase))
         if on_phase is not None:
             on_phase(phase)
         started = time.perf_counter()

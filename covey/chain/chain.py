@@ -7,6 +7,7 @@ import http.client
 import select
 import socket
 import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,6 +39,10 @@ GAS_MARGIN = 1.2
 RECEIPT_TIMEOUT_S = 120.0
 RPC_TIMEOUT_S = 60.0
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+CLOCK_TOLERANCE_S = 60
+"""How far a chain's clock may be from wall time before commands warn: x402 clients sign validity windows
+from wall time, so a chain clock far ahead refuses their payments as expired."""
+WAIT_POLL_S = 0.5
 
 
 def dev_accounts(count: int = 10) -> list[LocalAccount]:
@@ -199,6 +204,17 @@ def _sign_dynamic_fee(private_key: bytes, tx: Any) -> SignedTransaction | None:
     return SignedTransaction(HexBytes(raw), HexBytes(keccak(raw)), r, s, y_parity)
 
 
+def _duration(seconds: int) -> str:
+    """A short human duration: "45 s", "12 min", "3.5 h", "10.2 days"."""
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7_200:
+        return f"{seconds // 60} min"
+    if seconds < 172_800:
+        return f"{seconds / 3_600:.1f} h"
+    return f"{seconds / 86_400:.1f} days"
+
+
 def revert_reason(exc: BaseException) -> str:
     """The contract's own revert message from a web3 error, without web3's prefixes."""
     if isinstance(exc, ContractLogicError) and exc.message:
@@ -289,7 +305,7 @@ class Chain:
 
     @property
     def is_local(self) -> bool:
-        """True on a dev chain (embedded, anvil, hardhat), where faucets and time travel are allowed."""
+        """True on a dev chain (embedded, anvil, hardhat): faucets, mining on demand, time travel in tests."""
         return self.backend.startswith("embedded") or self.chain_id in LOCAL_CHAIN_IDS
 
     def block_number(self) -> int:
@@ -298,6 +314,83 @@ class Chain:
     def timestamp(self) -> int:
         """The latest block's timestamp, the clock contracts see."""
         return int(self.w3.eth.get_block("latest")["timestamp"])
+
+    def now(self) -> int:
+        """The earliest time the next block can carry: the newer of the latest block and the wall clock.
+
+        A local chain that mines on demand keeps an old latest block while nobody transacts, and mines
+        the next one at wall time, so deadlines set "from now" must not count from the latest block alone.
+        """
+        return max(self.timestamp(), int(time.time()))
+
+    def clock_offset_s(self) -> int:
+        """How far the chain's clock runs ahead of wall time, in seconds (negative: behind).
+
+        The in-process embedded chain answers exactly: the timestamp its next block will get. Over RPC this
+        is the latest block's; a local chain that has been idle then reads as behind by the idle time only,
+        so there a negative offset counts as 0 (its next block is mined at its own, wall-based clock).
+        """
+        node = self._node
+        if node is not None:
+            return int(node.engine.peek_timestamp()) - int(time.time())
+        offset = self.timestamp() - int(time.time())
+        return max(offset, 0) if self.is_local else offset
+
+    def clock_warning(self) -> str | None:
+        """One line saying how far the chain clock is from wall time, or None when within `CLOCK_TOLERANCE_S`."""
+        offset = self.clock_offset_s()
+        if abs(offset) <= CLOCK_TOLERANCE_S:
+            return None
+        direction = "ahead of" if offset > 0 else "behind"
+        consequence = (
+            "x402 payments signed from wall time are refused as expired; a clock never runs back, so start a "
+            "fresh chain (a new COVEY_HOME, or a new node)"
+            if offset > 0
+            else "the node may be stale or still syncing"
+        )
+        return f"the chain clock is {_duration(abs(offset))} {direction} wall time: {consequence}"
+
+    def wait_until(self, timestamp: int, *, timeout_s: float | None = None) -> int:
+        """Wait in real time until the chain's latest block is at least `timestamp`; return that block's time.
+
+        On a local chain that mines only on demand (embedded, anvil) the latest block stands still while
+        nobody transacts, so once its clock has reached `timestamp` an empty block is mined for contracts
+        and calls to see the time; elsewhere this polls for the chain's own blocks. A local chain whose
+        clock runs ahead of wall time (time travelled earlier) is waited for by its own clock, not the wall's.
+        """
+        give_up = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            latest = self.timestamp()
+            if latest >= timestamp:
+                return latest
+            if not self.is_local:  # a public chain's blocks come on their own: poll for them
+                if give_up is not None and time.monotonic() > give_up:
+                    raise ChainError(self._not_reached(timestamp, timeout_s, latest))
+                time.sleep(WAIT_POLL_S)
+                continue
+            remaining_s = timestamp - (time.time() + self._lead_s(latest))
+            if give_up is not None and time.monotonic() + max(remaining_s, 0.0) > give_up:
+                raise ChainError(self._not_reached(timestamp, timeout_s, latest))
+            if remaining_s > 0:
+                time.sleep(remaining_s)
+            self.mine()
+
+    def _lead_s(self, latest: int) -> float:
+        """How far a local chain's clock runs ahead of wall time (0 when it follows it), never overstated.
+
+        In process the node says exactly. Over RPC the latest block's lead understates an idle chain's (it
+        was mined a while ago), so when it leads at all a fresh block is mined to read the lead from.
+        """
+        if self._node is not None:
+            return float(max(self.clock_offset_s(), 0))
+        if latest <= time.time():
+            return 0.0
+        self.mine()
+        return max(0.0, self.timestamp() - time.time())
+
+    @staticmethod
+    def _not_reached(timestamp: int, timeout_s: float | None, latest: int) -> str:
+        return f"the chain clock did not reach {timestamp} within {timeout_s:.0f}s (at {latest} now)"
 
     def balance(self, address: str) -> int:
         return int(self.w3.eth.get_balance(Web3.to_checksum_address(address)))
@@ -338,8 +431,17 @@ class Chain:
 
     # -- dev-chain controls -----------------------------------------------------------------------------
 
+    def mine(self) -> None:
+        """Mine an empty block at the chain's clock (dev chains only)."""
+        self._require_local("mining on demand")
+        self.w3.provider.make_request(RPCEndpoint("evm_mine"), [])
+
     def increase_time(self, seconds: int) -> None:
-        """Move the chain clock forward and mine a block (dev chains only)."""
+        """Move the chain clock forward and mine a block (dev chains only).
+
+        For tests that travel in time on purpose: the clock stays ahead of wall time for good, and x402
+        clients sign from wall time, so nothing a user runs may call this (see `wait_until`).
+        """
         self._require_local("time travel")
         self.w3.provider.make_request(RPCEndpoint("evm_increaseTime"), [int(seconds)])
         self.w3.provider.make_request(RPCEndpoint("evm_mine"), [])

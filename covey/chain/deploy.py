@@ -36,7 +36,18 @@ DEFAULT_GENESIS_COV = 100_000_000  # 10% of the 1e9 cap, minted to the deployer
 DEFAULT_EMISSION_PER_EPOCH_COV = 100_000  # ~36.5M COV a year: the cap lasts decades
 DEFAULT_EPOCH_LENGTH_S = DAY_S
 
+# A local chain's clock follows wall time (x402 clients sign validity windows from it), so nothing may
+# travel in time there: its suite gets delays of seconds instead, and whoever waits for one waits for real.
+LOCAL_UNBONDING_DELAY_S = 3
+LOCAL_COMMISSION_DELAY_S = 2
+LOCAL_EPOCH_LENGTH_S = 60  # the Treasury's MIN_EPOCH_LENGTH; emission per epoch shrinks to keep the yearly rate
+
 MANIFEST_DIR = "deployments"
+
+
+def emission_per_epoch(epoch_length_s: int) -> int:
+    """COV wei per epoch of `epoch_length_s` that keeps the default yearly emission rate."""
+    return DEFAULT_EMISSION_PER_EPOCH_COV * COV * epoch_length_s // DEFAULT_EPOCH_LENGTH_S
 
 
 # -- what a deployment is -----------------------------------------------------------------------------
@@ -44,13 +55,45 @@ MANIFEST_DIR = "deployments"
 
 @dataclass(frozen=True)
 class SuiteOptions:
-    """The knobs of one suite deployment (delays in seconds, amounts in whole COV)."""
+    """The knobs of one suite deployment (delays in seconds, genesis in whole COV, emission in COV wei)."""
 
     unbonding_delay_s: int = DEFAULT_UNBONDING_DELAY_S
     commission_delay_s: int = DEFAULT_COMMISSION_DELAY_S
     genesis_cov: int = DEFAULT_GENESIS_COV
-    emission_per_epoch_cov: int = DEFAULT_EMISSION_PER_EPOCH_COV
+    emission_per_epoch: int = DEFAULT_EMISSION_PER_EPOCH_COV * COV
     epoch_length_s: int = DEFAULT_EPOCH_LENGTH_S
+
+    @classmethod
+    def for_chain(
+        cls,
+        chain: Chain,
+        *,
+        unbonding_delay_s: int | None = None,
+        commission_delay_s: int | None = None,
+        genesis_cov: int | None = None,
+        emission_per_epoch_cov: int | None = None,
+        epoch_length_s: int | None = None,
+    ) -> SuiteOptions:
+        """The given knobs, the rest defaulted for `chain`: seconds-long delays on a local chain, days elsewhere.
+
+        An epoch length without an emission keeps the default yearly emission rate.
+        """
+        local = chain.is_local
+        if epoch_length_s is None:
+            epoch_length_s = LOCAL_EPOCH_LENGTH_S if local else DEFAULT_EPOCH_LENGTH_S
+        if unbonding_delay_s is None:
+            unbonding_delay_s = LOCAL_UNBONDING_DELAY_S if local else DEFAULT_UNBONDING_DELAY_S
+        if commission_delay_s is None:
+            commission_delay_s = LOCAL_COMMISSION_DELAY_S if local else DEFAULT_COMMISSION_DELAY_S
+        return cls(
+            unbonding_delay_s=unbonding_delay_s,
+            commission_delay_s=commission_delay_s,
+            genesis_cov=DEFAULT_GENESIS_COV if genesis_cov is None else genesis_cov,
+            emission_per_epoch=(
+                emission_per_epoch(epoch_length_s) if emission_per_epoch_cov is None else emission_per_epoch_cov * COV
+            ),
+            epoch_length_s=epoch_length_s,
+        )
 
 
 @dataclass(frozen=True)
@@ -170,7 +213,7 @@ def _make_treasury_the_minter(ctx: DeployContext) -> None:
 
 def _start_emission(ctx: DeployContext) -> None:
     opts = ctx.options
-    ctx.transact(ctx["Treasury"].functions.setEmission(opts.emission_per_epoch_cov * COV, opts.epoch_length_s))
+    ctx.transact(ctx["Treasury"].functions.setEmission(opts.emission_per_epoch, opts.epoch_length_s))
 
 
 CORE_STEPS: tuple[Step, ...] = (
@@ -195,19 +238,28 @@ def deploy_suite(
     chain: Chain,
     deployer: LocalAccount,
     *,
-    unbonding_delay_s: int = DEFAULT_UNBONDING_DELAY_S,
-    commission_delay_s: int = DEFAULT_COMMISSION_DELAY_S,
-    genesis_cov: int = DEFAULT_GENESIS_COV,
-    emission_per_epoch_cov: int = DEFAULT_EMISSION_PER_EPOCH_COV,
-    epoch_length_s: int = DEFAULT_EPOCH_LENGTH_S,
+    unbonding_delay_s: int | None = None,
+    commission_delay_s: int | None = None,
+    genesis_cov: int | None = None,
+    emission_per_epoch_cov: int | None = None,
+    epoch_length_s: int | None = None,
     steps: Sequence[Step] | None = None,
 ) -> Deployment:
     """Deploy and wire the suite, register it in the Registry, write the manifest, and return it.
 
+    Knobs left out take `SuiteOptions.for_chain`'s defaults: delays of seconds and one-minute emission
+    epochs on a local chain (nothing there may travel in time), a day and a week elsewhere.
     `genesis_cov` (whole COV) goes to the deployer; the deployer owns every contract. `steps` defaults to
     the full suite (`covey.chain.suite.suite_steps()`); it must start with `CORE_STEPS` (the Registry first).
     """
-    options = SuiteOptions(unbonding_delay_s, commission_delay_s, genesis_cov, emission_per_epoch_cov, epoch_length_s)
+    options = SuiteOptions.for_chain(
+        chain,
+        unbonding_delay_s=unbonding_delay_s,
+        commission_delay_s=commission_delay_s,
+        genesis_cov=genesis_cov,
+        emission_per_epoch_cov=emission_per_epoch_cov,
+        epoch_length_s=epoch_length_s,
+    )
     ctx = DeployContext(chain, deployer, options)
     if steps is None:
         from covey.chain.suite import suite_steps  # the suite module imports this one

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
 import typer
 
 from covey.cli._context import open_context
-from covey.cli._output import console, print_json, table
-from covey.errors import ChainError
+from covey.cli._output import console, error_console, print_json, table
+from covey.errors import ChainError, ValidationError
 
 app = typer.Typer(help="The chain: deploy the contracts, show facts, serve the embedded chain.", no_args_is_help=True)
 
@@ -17,13 +19,40 @@ JSON_OPTION = typer.Option(False, "--json", help="Print the result as JSON.")
 def deploy(
     as_json: bool = JSON_OPTION,
     from_: str = typer.Option("dev0", "--from", help="Deployer account (a wallet name or dev0..dev9)."),
+    unbonding_delay: int | None = typer.Option(
+        None, "--unbonding-delay", help="Seconds before unbonded stake can be withdrawn (default: 3 local, 7 days)."
+    ),
+    commission_delay: int | None = typer.Option(
+        None, "--commission-delay", help="Seconds before a new commission rate applies (default: 2 local, 1 day)."
+    ),
+    epoch_length: int | None = typer.Option(
+        None,
+        "--epoch-length",
+        help="Seconds per emission epoch, at least 60 (default: 60 local, 1 day); the yearly emission stays the same.",
+    ),
 ) -> None:
-    """Deploy the whole contract suite and write the manifest to COVEY_HOME/deployments/<chainId>.json."""
+    """Deploy the whole contract suite and write the manifest to COVEY_HOME/deployments/<chainId>.json.
+
+    Local chains get delays of seconds: their clock follows wall time, so waiting out a delay is real waiting.
+    """
     from covey.chain.deploy import deploy_suite
 
+    for name, value in (
+        ("--unbonding-delay", unbonding_delay),
+        ("--commission-delay", commission_delay),
+        ("--epoch-length", epoch_length),
+    ):
+        if value is not None and value < 0:
+            raise ValidationError(f"{name} is a number of seconds, not {value}")
     with open_context() as ctx:
         deployer = ctx.signer(from_)
-        deployment = deploy_suite(ctx.chain, deployer)
+        deployment = deploy_suite(
+            ctx.chain,
+            deployer,
+            unbonding_delay_s=unbonding_delay,
+            commission_delay_s=commission_delay,
+            epoch_length_s=epoch_length,
+        )
         data = deployment.to_json()
         if as_json:
             print_json(data)
@@ -34,26 +63,35 @@ def deploy(
 
 @app.command()
 def info(as_json: bool = JSON_OPTION) -> None:
-    """Show the backend, chain id, latest block and deployed addresses."""
+    """Show the backend, chain id, latest block, the clock against wall time, and deployed addresses.
+
+    A chain clock more than a minute off wall time gets a warning (stderr; `clockWarning` in --json).
+    """
     with open_context() as ctx:
         chain = ctx.chain
         try:
             contracts = ctx.deployment.contracts
         except ChainError:
             contracts = {}
+        warning = chain.clock_warning()
         data = {
             "backend": chain.backend,
             "chainId": chain.chain_id,
             "block": chain.block_number(),
             "timestamp": chain.timestamp(),
+            "wallTime": int(time.time()),
+            "clockOffsetS": chain.clock_offset_s(),
+            "clockWarning": warning,
             "rpcUrl": ctx.settings.rpc_url,
             "dataDir": str(chain.data_dir) if chain.data_dir else None,
             "contracts": contracts,
         }
+        if warning:
+            error_console.print(f"warning: {warning}", markup=False, highlight=False)
         if as_json:
             print_json(data)
             return
-        rows = [(key, value) for key, value in data.items() if key != "contracts"]
+        rows = [(key, value) for key, value in data.items() if key not in ("contracts", "clockWarning")]
         rows += [(name, address) for name, address in contracts.items()]
         if not contracts:
             rows.append(("contracts", "none deployed: run `covey chain deploy`"))

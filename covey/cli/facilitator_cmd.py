@@ -9,7 +9,9 @@ from covey.cli._output import console
 
 app = typer.Typer(help="The x402 facilitator: verifies and settles agents' payments on chain.", no_args_is_help=True)
 
-FROM_OPTION = typer.Option(None, "--from", help="The account that pays settlement gas; default COVEY_KEY.")
+FROM_OPTION = typer.Option(
+    None, "--from", help="The account that pays settlement gas; default COVEY_KEY, else dev6 on a local chain."
+)
 
 
 @app.callback()
@@ -30,9 +32,7 @@ def serve(
     from covey.gateway import ExactEvmFacilitator, create_facilitator_app
 
     with open_context() as ctx:
-        account = ctx.signer(from_)
+        account, signer = ctx.server_signer(from_, "facilitator")
         facilitator = ExactEvmFacilitator(ctx.chain, account, batcher=batcher)
-        console.print(
-            f"x402 facilitator on http://{host}:{port} for {facilitator.network}, settling from {account.address}"
-        )
+        console.print(f"x402 facilitator on http://{host}:{port} for {facilitator.network}, settling from {signer}")
         uvicorn.run(create_facilitator_app(facilitator), host=host, port=port, log_level="warning")

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from covey.cli._context import open_context
-from covey.cli._output import USD_DECIMALS, console, parse_amount
+from covey.cli._output import USD_DECIMALS, console, error_console, parse_amount
 from covey.errors import ValidationError
 
 app = typer.Typer(
@@ -16,7 +16,9 @@ app = typer.Typer(
 
 SETTLEMENTS = ("strict", "batched", "free")
 FROM_OPTION = typer.Option(
-    None, "--from", help="The gateway's account (settlement gas, host payouts); default COVEY_KEY."
+    None,
+    "--from",
+    help="The gateway's account (settlement gas, host payouts); default COVEY_KEY, else dev5 on a local chain.",
 )
 
 
@@ -83,12 +85,20 @@ def serve(
     # Requests run concurrently on worker threads; intra-op threads would only spin against them.
     torch.set_num_threads(1)
     with open_context() as ctx:
-        account = ctx.signer(from_)
+        account, signer = ctx.server_signer(from_, "gateway")
         store = open_store(ctx.settings.store_url, ctx.settings.data_dir)
         gateway = build_gateway(ctx.chain, ctx.deployment, store, account, config, data_dir=ctx.settings.data_dir)
         mode = "in process" if config.local_price_per_1k_atomic is not None else "routed to staked hosts"
         console.print(
             f"gateway on http://{host}:{port}/v1 (OpenAI base_url), settlement {settlement}, generation {mode}; "
-            f"agents pay {gateway.pay_to} on chain {ctx.chain.chain_id}"
+            f"agents pay {gateway.pay_to} on chain {ctx.chain.chain_id}; signing as {signer}"
         )
+        routing_registry = gateway.registry if gateway.router is not None else None  # only routing needs the allowance
+        if routing_registry is not None and not routing_registry.is_gateway(account.address):
+            error_console.print(
+                f"warning: {account.address} is not an allowed gateway in the HostRegistry, so hosts refuse "
+                "its requests: the registry's owner allows it with setGateway",
+                markup=False,
+                highlight=False,
+            )
         uvicorn.run(gateway.app, host=host, port=port, log_level="warning")

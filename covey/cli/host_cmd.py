@@ -18,7 +18,9 @@ if TYPE_CHECKING:
 
 app = typer.Typer(help="Inference hosts: serve a consensus model to gateways for a price.", no_args_is_help=True)
 
-FROM_OPTION = typer.Option(None, "--from", help="The host's staked account; default COVEY_KEY.")
+FROM_OPTION = typer.Option(
+    None, "--from", help="The host's staked account; default COVEY_KEY, else dev4 on a local chain."
+)
 
 
 @app.callback()
@@ -56,7 +58,7 @@ def serve(
     torch.set_num_threads(1)
     price_atomic = parse_amount(price, USD_DECIMALS, what="price")
     with open_context() as ctx:
-        account = ctx.signer(from_)
+        account, signer = ctx.server_signer(from_, "host")
         chain, deployment = ctx.chain, ctx.deployment
         hosts = (
             HostRegistryClient(chain, registry) if registry else HostRegistryClient.from_deployment(chain, deployment)
@@ -73,7 +75,7 @@ def serve(
             max_tokens_per_s=tokens_per_s,
         )
         app_ = build_host_app(catalog, hosts, account, config)
-        console.print(f"host {account.address} serving {model} at {config.endpoint} for {price} USD per 1k tokens")
+        console.print(f"host {signer} serving {model} at {config.endpoint} for {price} USD per 1k tokens")
         uvicorn.run(app_, host=host, port=port, log_level="warning")
 
 
@@ -84,13 +86,18 @@ def _ensure_stake(ctx: Context, hosts: HostRegistryClient, account: LocalAccount
     have = int(staking.functions.effectiveStake(account.address, Role.HOST).call())
     if have >= needed:
         return
+    token = ctx.deployment.contract(ctx.chain, "CoveyToken")
     if stake is None:
+        missing = format_units(needed - have)
+        hint = ""
+        liquid = int(token.functions.balanceOf(account.address).call())
+        if liquid < needed - have and ctx.chain.is_local:
+            hint = f" (it holds {format_units(liquid)} COV: `covey wallet faucet {account.address}` first)"
         raise ValidationError(
             f"hosts need {format_units(needed)} COV staked for the host role (you have {format_units(have)}): "
-            f"pass --stake {format_units(needed - have)} or run `covey stake add host {format_units(needed - have)}`"
+            f"pass --stake {missing} or run `covey stake add host {missing}`{hint}"
         )
     units = parse_amount(stake, what="stake")
-    token = ctx.deployment.contract(ctx.chain, "CoveyToken")
     ctx.chain.transact(token.functions.approve(staking.address, units), account)
     ctx.chain.transact(staking.functions.stake(Role.HOST, units), account)
     console.print(f"staked {stake} COV for the host role")

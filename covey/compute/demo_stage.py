@@ -55,6 +55,7 @@ MAX_PRICE = 50  # µUSD per unit-second
 HEARTBEAT_S = 4
 BID_WINDOW_S = 3
 TIMEOUT_S = 240.0
+ARENA_PHASE_S = 3
 
 
 class StageContext(Protocol):
@@ -253,22 +254,23 @@ def _enter_arena(
     spec_hash: bytes | None,
     say: Any,
 ) -> dict[str, Any] | None:
-    """Commit and reveal the rented weights in a fresh Arena task on the same spec (time travels past its deadline)."""
+    """Commit and reveal the rented weights in a fresh Arena task on the same spec (waits out its deadline)."""
     delivered = delivered_units(client, job_id)
     if spec_hash is None or "Arena" not in deployment.contracts or 0 not in delivered:
         say("(no Arena task to enter: the rented weights stay in the store)")
         return None
     weights_digest = fetch_result(store, delivered[0].result_hash)["outputs"]["weights.safetensors"]
     arena = deployment.contract(chain, "Arena")
-    now = chain.timestamp()
-    deadlines = [now + 60 * step for step in (1, 2, 3, 4)]
+    # Phases of seconds, waited for in real time: the trainer's one commit needs no more.
+    now = chain.now()
+    deadlines = [now + ARENA_PHASE_S * step for step in (1, 2, 3, 4)]
     receipt = chain.transact(arena.functions.createTask(spec_hash, 0, *deadlines, 1, 0, 0, 0, 1), creator)
     task_id = int(arena.events.TaskCreated().process_receipt(receipt)[0]["args"]["taskId"])
     weights_hash = bytes.fromhex(weights_digest)
     salt = Web3.keccak(text=f"demo salt {job_id}")
     commitment = submission_commitment(weights_hash, salt, trainer.address)
     chain.transact(arena.functions.commitSubmission(task_id, commitment), trainer.account)
-    chain.increase_time(deadlines[0] - chain.timestamp())
+    chain.wait_until(deadlines[0])
     chain.transact(
         arena.functions.revealSubmission(task_id, weights_hash, salt, store.uri_for(weights_digest)), trainer.account
     )

@@ -16,6 +16,9 @@ from covey.chain.deploy import Deployment, deploy_suite, load_deployment
 from covey.config import Settings
 from covey.errors import ChainError
 
+MAX_WAIT_S = 120
+"""The longest protocol delay the demo waits out (a local chain's suite has delays of seconds)."""
+
 
 @dataclass
 class DemoContext:
@@ -26,6 +29,13 @@ class DemoContext:
     settings: Settings
     console: Console
     results: dict[str, Any] = field(default_factory=dict)
+
+    def wait_until(self, timestamp: int, why: str) -> None:
+        """Say what the story waits for and wait for it in real time: nothing here moves the chain's clock."""
+        seconds = timestamp - self.chain.now()
+        if seconds > 0:
+            self.console.print(f"[dim]waiting {seconds} s for {why}[/]")
+        self.chain.wait_until(timestamp)
 
 
 @dataclass(frozen=True)
@@ -38,14 +48,31 @@ class Stage:
 
 
 def prepare(chain: Chain, console: Console) -> Deployment:
-    """Reuse the suite already deployed on this chain, or deploy one."""
+    """Reuse the suite already deployed on this chain, or deploy one (a local chain's: delays of seconds)."""
     try:
         deployment = load_deployment(chain)
-        console.print(f"using the Covey suite already on chain {chain.chain_id}")
-        return deployment
     except ChainError:
         console.print(f"deploying the Covey suite on chain {chain.chain_id} ({chain.backend})")
         return deploy_suite(chain, dev_accounts(1)[0])
+    console.print(f"using the Covey suite already on chain {chain.chain_id}")
+    _check_delays(chain, deployment)
+    return deployment
+
+
+def _check_delays(chain: Chain, deployment: Deployment) -> None:
+    """Refuse a suite whose protocol delays the story could not wait out in real time."""
+    staking, treasury = deployment.contract(chain, "Staking"), deployment.contract(chain, "Treasury")
+    delays = {
+        "a commission delay": int(staking.functions.commissionDelay().call()),
+        "an unbonding delay": int(staking.functions.unbondingDelay().call()),
+        "an emission epoch": int(treasury.functions.epochLength().call()),
+    }
+    too_long = [f"{name} of {seconds:,} s" for name, seconds in delays.items() if seconds > MAX_WAIT_S]
+    if too_long:
+        raise ChainError(
+            f"the Covey suite on chain {chain.chain_id} has {' and '.join(too_long)}, and the demo waits in real "
+            "time: redeploy with `covey chain deploy` (delays of seconds on a local chain) or use a fresh COVEY_HOME"
+        )
 
 
 def run_demo(stages: list[Stage], settings: Settings, console: Console) -> dict[str, Any]:
@@ -53,7 +80,10 @@ def run_demo(stages: list[Stage], settings: Settings, console: Console) -> dict[
     summary: dict[str, Any] = {"stages": {}}
     with Chain.connect(settings) as chain:
         if not chain.is_local:
-            raise ChainError("the demo funds accounts and moves time: run it on a local chain (embedded or anvil)")
+            raise ChainError("the demo funds accounts from dev0: run it on a local chain (embedded or anvil)")
+        warning = chain.clock_warning()
+        if warning:
+            console.print(f"[yellow]warning: {warning}[/]")
         deployment = prepare(chain, console)
         context = DemoContext(chain, deployment, settings, console)
         for stage in stages:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from web3.logs import DISCARD
+
 from covey.chain.faucet import fund
 from covey.chain.roles import Role
 from covey.cli._output import format_units
@@ -36,8 +38,10 @@ def token_stage(ctx: DemoContext) -> dict[str, Any]:
     act(alice, cov.functions.approve(staking.address, 1_000 * COV))
     act(alice, staking.functions.stake(Role.VALIDATOR, 1_000 * COV))
     act(alice, staking.functions.setCommission(1_000))
-    say("alice stakes 1,000 COV as a validator and asks 10% commission (effective after the commission delay)")
-    chain.increase_time(int(staking.functions.commissionDelay().call()) + 1)
+    delay_s = int(staking.functions.commissionDelay().call())
+    say(f"alice stakes 1,000 COV as a validator and asks 10% commission (in force after the {delay_s} s delay)")
+    effective_at = int(staking.functions.commissionOf(alice.address).call()[2])
+    ctx.wait_until(effective_at, "alice's new commission to take effect")
 
     act(bob, cov.functions.approve(staking.address, 500 * COV))
     act(bob, staking.functions.delegate(alice.address, Role.VALIDATOR, 500 * COV))
@@ -65,11 +69,20 @@ def token_stage(ctx: DemoContext) -> dict[str, Any]:
     act(bob, staking.functions.claimRewards(alice.address, Role.VALIDATOR))
     say(f"a 300 COV reward to alice's pool: bob's share after her 10% commission is {format_units(pending_bob)} COV")
 
-    chain.increase_time(int(treasury.functions.epochLength().call()))
-    act(owner, treasury.functions.mintEmission())
-    chain.increase_time(int(staking.functions.unbondingDelay().call()) + 1)
+    epoch_s = int(treasury.functions.epochLength().call())
+    epoch_end = int(treasury.functions.lastEmissionAt().call()) + epoch_s
+    ctx.wait_until(epoch_end, f"the Treasury's {epoch_s} s emission epoch to end")
+    minted = chain.transact(treasury.functions.mintEmission(), owner)
+    mints = treasury.events.EmissionMinted().process_receipt(minted, errors=DISCARD)
+    emission = sum(int(event["args"]["amount"]) for event in mints)
+    unbonding = staking.functions.pendingUnbonds(carol.address).call()
+    release_at = max((int(entry[4]) for entry in unbonding), default=0)
+    ctx.wait_until(release_at, "carol's unbonding delay to pass")
     act(carol, staking.functions.withdraw())
-    say("one emission epoch later the Treasury mints its emission; after the unbonding delay carol withdraws 100 COV")
+    say(
+        f"an emission epoch on, the Treasury mints {format_units(emission)} COV; after the "
+        f"{int(staking.functions.unbondingDelay().call())} s unbonding delay carol withdraws 100 COV"
+    )
 
     after = {name: holdings(chain, suite, a.address, operators) for name, a in cast.items()}
     ctx.console.print(holdings_table("Token economy: COV positions before and after", before, after))

@@ -3,7 +3,8 @@
 It does what Arena nodes do, through the contract's ABI only (the gateway never imports `covey.arena`): a
 creator posts a task whose manifest is in the store, a staked trainer commits to and reveals a CharGPT
 trained for a hundred-odd steps on Shakespeare, a staked validator commits and reveals its score, and the
-task is finalised. Time travels between the phases, so this runs on local chains only.
+task is finalised. The phases last seconds and are waited for in real time (the chain's clock follows wall
+time: x402 clients sign from it); the faucet makes this a local-chain affair.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from covey.storage import ArtifactStore, sha256_hex
 COV = 10**18
 TRAIN_STEPS = 150
 TRAIN_CHUNKS = 256
-PHASE_S = 60
+PHASE_S = 4  # each phase is one transaction here: the work (training) happens before the task is posted
 SCORE = 2_500_000  # 2.5 bits per character, in the Arena's 6-decimal fixed point
 
 
@@ -45,7 +46,7 @@ def publish_language_model(
 ) -> int:
     """Train a small Shakespeare CharGPT, take it through an Arena task to consensus; return the task id."""
     if not chain.is_local:
-        raise ChainError("the demo's language task moves the chain clock: run it on a local chain")
+        raise ChainError("the demo's language task funds its accounts from the faucet: run it on a local chain")
     spec = default_spec("shakespeare", description="Covey demo: a small Shakespeare model for the gateway")
     data = load_dataset("shakespeare").subset(np.arange(TRAIN_CHUNKS))
     model = spec.build_model()
@@ -69,7 +70,7 @@ def publish_language_model(
     _stake(chain, cov, staking, validator, Role.VALIDATOR, 1_000 * COV)
     pool = 100 * COV
     chain.transact(cov.functions.approve(arena.address, pool), creator)
-    now = chain.timestamp()
+    now = chain.now()
     deadlines = [now + phase_s * step for step in (1, 2, 3, 4)]
     create = arena.functions.createTask(
         bytes.fromhex(spec_ref.digest), pool, *deadlines, 1, 100 * COV, 1_000 * COV, 1_000_000, 1_000_000
@@ -80,15 +81,15 @@ def publish_language_model(
     weights_hash, salt = bytes.fromhex(weights.digest), secrets.token_bytes(32)
     commitment = Web3.keccak(encode(["bytes32", "bytes32", "address"], [weights_hash, salt, trainer.address]))
     chain.transact(arena.functions.commitSubmission(task_id, commitment), trainer)
-    _advance(chain, deadlines[0])
+    chain.wait_until(deadlines[0])
     chain.transact(arena.functions.revealSubmission(task_id, weights_hash, salt, weights.uri), trainer)
-    _advance(chain, deadlines[1])
+    chain.wait_until(deadlines[1])
     scores, score_salt = [SCORE], secrets.token_bytes(32)
     scored = Web3.keccak(encode(["uint256[]", "bytes32", "address"], [scores, score_salt, validator.address]))
     chain.transact(arena.functions.commitScores(task_id, scored), validator)
-    _advance(chain, deadlines[2])
+    chain.wait_until(deadlines[2])
     chain.transact(arena.functions.revealScores(task_id, scores, score_salt), validator)
-    _advance(chain, deadlines[3])
+    chain.wait_until(deadlines[3])
     chain.transact(arena.functions.finalize(task_id), creator)
     return task_id
 
@@ -102,9 +103,3 @@ def _funded(chain: Chain, deployment: Deployment) -> LocalAccount:
 def _stake(chain: Chain, cov: Contract, staking: Contract, account: LocalAccount, role: Role, amount: int) -> None:
     chain.transact(cov.functions.approve(staking.address, amount), account)
     chain.transact(staking.functions.stake(role, amount), account)
-
-
-def _advance(chain: Chain, timestamp: int) -> None:
-    gap = timestamp - chain.timestamp()
-    if gap > 0:
-        chain.increase_time(gap)

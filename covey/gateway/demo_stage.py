@@ -87,8 +87,9 @@ def gateway_stage(ctx: StageContext) -> dict[str, Any]:
     subsidy_bps = registry.subsidy_bps()
     price = quote(HOST_PRICE_PER_1K, MAX_TOKENS, subsidy_bps)
 
-    # The chain clock may run ahead of wall time (earlier stages travel in time); payments must outlive it.
-    skew_s = max(0, chain.timestamp() - int(time.time()))
+    # Nothing the demo runs moves the clock any more, but a chain time-travelled by an older Covey runs ahead
+    # of wall time for good (the demo warns at its start); the agent's payments must outlive that skew.
+    skew_s = max(0, chain.clock_offset_s())
     config = GatewayConfig(
         settlement="strict",
         arena=arena,

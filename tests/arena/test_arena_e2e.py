@@ -1,8 +1,9 @@
 """End to end: a whole task with every adversary, then real node processes that finish a task on their own.
 
-1. In process, with time travel: three honest trainers, a copycat, a replay copycat and a junk trainer;
-   four honest validators, a lazy one and a colluding pair. Every adversary loses stake or gains nothing,
-   the honest ranking stands, and the chain settles exactly as `covey.arena.scoring.settle` predicts.
+1. In process, in real time (phases of seconds): three honest trainers, a copycat, a replay copycat and a
+   junk trainer; four honest validators, a lazy one and a colluding pair. Every adversary loses stake or
+   gains nothing, the honest ranking stands, and the chain settles exactly as `covey.arena.scoring.settle`
+   predicts.
 2. `covey chain serve` plus separate `covey node run` processes, each with its own data directory,
    sharing only the chain and the artifact store: they complete a task in real time with nobody driving.
 """

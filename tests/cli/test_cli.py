@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from covey.chain.deploy import load_deployment
 from covey.chain.roles import Role
 
 COVEY = [sys.executable, "-m", "covey.cli"]
+DAY_S = 86_400
 
 
 def run(home: Path, *args: str, password: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -41,7 +43,9 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], fragment: st
 
 @pytest.fixture
 def deployed_home(covey_home: Path) -> Path:
-    run(covey_home, "chain", "deploy")
+    # The stories here need an unbonding still running a few commands later: a public chain's week, not the
+    # seconds a local chain gets by default.
+    run(covey_home, "chain", "deploy", "--unbonding-delay", str(7 * DAY_S), "--commission-delay", str(DAY_S))
     return covey_home
 
 
@@ -67,6 +71,61 @@ def test_deploy_writes_manifest_and_info_reads_it(deployed_home: Path) -> None:
     for name in ("CoveyToken", "USDToken", "Staking", "Treasury"):
         assert manifest["contracts"][name] == info["contracts"][name]
     assert info["block"] > 0
+
+
+def test_deploy_on_a_local_chain_uses_delays_of_seconds_and_info_shows_an_honest_clock(covey_home: Path) -> None:
+    deployed = json.loads(run(covey_home, "chain", "deploy", "--json").stdout)
+    chain = Chain.embedded(covey_home / "chain")
+    try:
+        staking = chain.contract("Staking", deployed["contracts"]["Staking"])
+        treasury = chain.contract("Treasury", deployed["contracts"]["Treasury"])
+        assert staking.functions.unbondingDelay().call() <= 60
+        assert staking.functions.commissionDelay().call() <= 60
+        assert treasury.functions.epochLength().call() == 60
+    finally:
+        chain.close()
+
+    shown = run(covey_home, "chain", "info", "--json")
+    info = json.loads(shown.stdout)
+    assert abs(info["clockOffsetS"]) <= 60 and abs(info["wallTime"] - time.time()) <= 60
+    assert info["clockWarning"] is None and "warning" not in shown.stderr
+
+
+def test_info_warns_when_the_chain_clock_is_far_from_wall_time(covey_home: Path) -> None:
+    chain = Chain.embedded(covey_home / "chain")
+    try:
+        chain.increase_time(3 * DAY_S)  # as an older Covey's demo left it
+    finally:
+        chain.close()
+
+    shown = run(covey_home, "chain", "info", "--json")
+    info = json.loads(shown.stdout)
+    assert 3 * DAY_S <= info["clockOffsetS"] <= 3 * DAY_S + 60
+    assert info["clockWarning"].startswith("the chain clock is 3.0 days ahead of wall time")
+    warnings = shown.stderr.strip().splitlines()
+    assert warnings == [f"warning: {info['clockWarning']}"]
+    assert "x402 payments signed from wall time are refused" in warnings[0]
+    assert "warning: the chain clock is 3.0 days ahead" in run(covey_home, "chain", "info").stderr
+
+
+def test_deploy_takes_delays_and_refuses_negative_ones(covey_home: Path) -> None:
+    assert_one_line_error(run(covey_home, "chain", "deploy", "--unbonding-delay", "-1", check=False), "-1")
+    run(covey_home, "chain", "deploy", "--unbonding-delay", "600", "--commission-delay", "0", "--epoch-length", "120")
+    chain = Chain.embedded(covey_home / "chain")
+    try:
+        deployment = load_deployment(chain)
+        staking, treasury = deployment.contract(chain, "Staking"), deployment.contract(chain, "Treasury")
+        assert staking.functions.unbondingDelay().call() == 600
+        assert staking.functions.commissionDelay().call() == 0
+        assert treasury.functions.epochLength().call() == 120
+    finally:
+        chain.close()
+
+
+def test_the_demo_refuses_a_suite_whose_delays_it_cannot_wait_out(deployed_home: Path) -> None:
+    refused = run(deployed_home, "demo", check=False)
+    assert_one_line_error(refused, "has a commission delay of 86,400 s and an unbonding delay of 604,800 s")
+    assert "demo waits in real time" in refused.stderr
 
 
 def test_wallet_faucet_stake_and_show(deployed_home: Path) -> None:

@@ -12,14 +12,25 @@ from web3 import Web3
 from covey.chain import Chain, dev_accounts
 from covey.chain.deploy import (
     CORE_STEPS,
+    COV,
+    DEFAULT_COMMISSION_DELAY_S,
+    DEFAULT_EMISSION_PER_EPOCH_COV,
+    DEFAULT_EPOCH_LENGTH_S,
+    DEFAULT_UNBONDING_DELAY_S,
+    LOCAL_COMMISSION_DELAY_S,
+    LOCAL_EPOCH_LENGTH_S,
+    LOCAL_UNBONDING_DELAY_S,
     SUITE_STEPS,
     DeployContext,
+    Deployment,
     Step,
     deploy_suite,
+    emission_per_epoch,
     load_deployment,
     manifest_path,
 )
 from covey.errors import ChainError
+from tests.support import anvil_node
 
 SUITE = ["Registry", "CoveyToken", "USDToken", "Treasury", "Staking"]
 
@@ -142,3 +153,43 @@ def test_the_suite_extends_by_steps_and_a_failing_step_is_named(chain: Chain) ->
         deploy_suite(chain, owner, steps=[*CORE_STEPS, Step("mint as the owner", mint_as_owner)])
     assert "at 'mint as the owner'" in str(failed.value)
     assert failed.value.reason == "cov: caller is not the minter"
+
+
+def _schedule(chain: Chain, deployment: Deployment) -> tuple[int, int, int, int]:
+    staking, treasury = deployment.contract(chain, "Staking"), deployment.contract(chain, "Treasury")
+    return (
+        int(staking.functions.unbondingDelay().call()),
+        int(staking.functions.commissionDelay().call()),
+        int(treasury.functions.epochLength().call()),
+        int(treasury.functions.emissionPerEpoch().call()),
+    )
+
+
+def test_a_local_chain_gets_delays_of_seconds_and_the_same_yearly_emission(chain: Chain) -> None:
+    owner = dev_accounts(1)[0]
+    deployment = deploy_suite(chain, owner, steps=CORE_STEPS)
+
+    unbonding, commission, epoch, per_epoch = _schedule(chain, deployment)
+    assert (unbonding, commission, epoch) == (LOCAL_UNBONDING_DELAY_S, LOCAL_COMMISSION_DELAY_S, LOCAL_EPOCH_LENGTH_S)
+    assert unbonding <= 60 and commission <= 60 and epoch == 60  # the Treasury's shortest epoch
+    # A minute's emission is a day's over 1,440: the same COV a day (to the wei rounded off), a year, a decade.
+    epochs_a_day = DEFAULT_EPOCH_LENGTH_S // epoch
+    assert 0 <= DEFAULT_EMISSION_PER_EPOCH_COV * COV - per_epoch * epochs_a_day < epochs_a_day
+
+    # Knobs given win; an epoch length alone keeps the yearly rate.
+    custom = deploy_suite(chain, owner, steps=CORE_STEPS, unbonding_delay_s=100, epoch_length_s=3_600)
+    assert _schedule(chain, custom) == (100, LOCAL_COMMISSION_DELAY_S, 3_600, emission_per_epoch(3_600))
+    assert 0 <= DEFAULT_EMISSION_PER_EPOCH_COV * COV - emission_per_epoch(3_600) * 24 < 24
+
+
+def test_any_other_chain_gets_the_public_delays() -> None:
+    with anvil_node("--chain-id", "4242") as url:  # a chain id no dev chain uses
+        chain = Chain.from_rpc(url)
+        assert not chain.is_local
+        deployment = deploy_suite(chain, dev_accounts(1)[0], steps=CORE_STEPS)
+        assert _schedule(chain, deployment) == (
+            DEFAULT_UNBONDING_DELAY_S,
+            DEFAULT_COMMISSION_DELAY_S,
+            DEFAULT_EPOCH_LENGTH_S,
+            DEFAULT_EMISSION_PER_EPOCH_COV * COV,
+        )

@@ -88,7 +88,8 @@ def full_suite(chain: Chain) -> Deployment:
         steps = suite_steps()
     except ModuleNotFoundError:
         steps = SMALL_SUITE
-    return deploy_suite(chain, dev_accounts(1)[0], steps=steps, unbonding_delay_s=100, commission_delay_s=10)
+    # The local chain's own delays (seconds): the demo that runs on this suite waits them out in real time.
+    return deploy_suite(chain, dev_accounts(1)[0], steps=steps)
 
 
 @pytest.fixture(scope="module")
