@@ -6,6 +6,11 @@ serve_rpc(node, port=8545)            # or over HTTP for other processes
 node.close()
 """
 
+from covey.chain._recursion import keeping_recursion_limit
+
+with keeping_recursion_limit():
+    import eth  # noqa: F401  # py-evm raises the recursion limit to 12,288 on import; put it back
+
 from covey.chain._embedded.engine import (
     BASE_FEE_WEI,
     BLOCK_GAS_LIMIT,

@@ -87,18 +87,19 @@ class EmbeddedNode:
 
     # -- writes -----------------------------------------------------------------------------
 
-    def send_raw_transaction(self, raw: bytes, *, wait: bool = True) -> bytes:
+    def send_raw_transaction(self, raw: bytes, *, wait: bool = True, allow_unprotected: bool = False) -> bytes:
         """Check, journal and mine a signed transaction; returns its hash once committed.
 
         With `wait=False` it returns as soon as the transaction is mined; the caller must then
         `wait_committed` before showing anyone its effects (the JSON-RPC layer does, so that the
         disk flush overlaps the trip back to the client). Raises `TransactionRejected` (nothing
-        journaled) if the transaction cannot be mined.
+        journaled) if the transaction cannot be mined, or if it is a legacy transaction without a chain
+        id and `allow_unprotected` is off.
         """
         with self.lock:
             self._check_open()
             engine = self.engine
-            checked = engine.check_transaction(raw)
+            checked = engine.check_transaction(raw, allow_unprotected=allow_unprotected)
             timestamp = engine.peek_timestamp()
             before = self._journal.position
             ticket = self._journal.append(TxEntry(engine.head.number + 1, timestamp, raw))

@@ -80,7 +80,8 @@ class EmbeddedEth(Eth):
             return super().send_raw_transaction(transaction)
         try:
             # Not waiting for the commit: reading the receipt (or anything else) waits for it.
-            return HexBytes(fast[0].send_raw_transaction(bytes(transaction), wait=False))
+            allow = fast[1].limits.allow_unprotected_txs
+            return HexBytes(fast[0].send_raw_transaction(bytes(transaction), wait=False, allow_unprotected=allow))
         except ChainError:
             # Rejected and not journaled: let web3 raise its usual error through the RPC layer.
             return super().send_raw_transaction(transaction)
