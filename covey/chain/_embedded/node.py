@@ -199,17 +199,29 @@ class EmbeddedNode:
             self._journal.drop_segments_before(position.segment)
             self._entries_since_snapshot = 0
 
-    def close(self) -> None:
-        """Checkpoint, release the data directory and stop accepting requests."""
-        with self.lock:
+    def close(self, *, wait_s: float | None = None) -> bool:
+        """Checkpoint, release the data directory and stop accepting requests; returns True once closed.
+
+        With `wait_s`, gives up after that long if a write still holds the lock (a transaction can run
+        for seconds in py-evm): the node then refuses new requests and returns False, and the caller
+        should end the process, which releases the directory. Nothing is lost: the running write was
+        journaled before it started, and the next open replays it.
+        """
+        if not self.lock.acquire(timeout=-1 if wait_s is None else wait_s):
+            self.closed = True
+            return False
+        try:
             if self.closed:
-                return
+                return True
             try:
                 self.checkpoint()
             finally:
                 self.closed = True
                 self._journal.close()
                 os.close(self._lock_fd)
+            return True
+        finally:
+            self.lock.release()
 
     def __enter__(self) -> EmbeddedNode:
         return self
