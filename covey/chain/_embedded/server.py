@@ -10,6 +10,12 @@ Every byte from a client is bounded before it costs anything (`RpcLimits`): the 
 it), the batch length, how long a connection may sit silent, and how many are served at once.
 Whatever a client sends, the answer is a JSON-RPC error object, never a dropped connection.
 A server refuses to start if something raised the recursion limit past what the C stack takes.
+
+Calls run in their requests' threads, and a pure-Python EVM loop holds the GIL between the
+interpreter's forced switches, so `serve_rpc` (which owns its process) lowers the switch interval
+from 5 ms to 1 ms. Measured with `covey chain serve` on a loaded 2-core machine, another client's
+transfer (send + receipt) took, median/max: 1 maximal call running 14/22 ms at 5 ms and 12/22 ms
+at 1 ms; 2 calls 49/130 vs 16/41 ms; 4 calls 126/200 vs 26/45 ms (eth_blockNumber 33/61 vs 11/40).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import json
 import os
 import signal
 import socket
+import sys
 import threading
 import urllib.error
 import urllib.request
@@ -38,6 +45,8 @@ from covey.chain._embedded.rpc import INTERNAL_ERROR, INVALID_REQUEST, PARSE_ERR
 from covey.errors import ChainError
 
 SERVE_FILE = "serve.json"
+# The GIL switch interval while `serve_rpc` runs (CPython's default is 5 ms); see the module docstring.
+SERVE_SWITCH_INTERVAL_S = 0.001
 _MAX_LINE_BYTES = 64 * 1024
 _MAX_HEADERS = 100
 _REASONS = {
@@ -309,9 +318,12 @@ def serve_rpc(
             raise SystemExit(0)
 
         previous = signal.signal(signal.SIGTERM, stop)
+    switch_interval = sys.getswitchinterval()
+    sys.setswitchinterval(SERVE_SWITCH_INTERVAL_S)
     try:
         server.serve_forever()
     finally:
+        sys.setswitchinterval(switch_interval)
         server.server_close()
         _remove_serve_file(serve_file)
         if in_main_thread:
