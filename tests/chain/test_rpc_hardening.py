@@ -314,9 +314,9 @@ class Served:
     home: Path
 
 
-def start_serve(home: Path, *extra: str) -> Served:
+def start_serve(home: Path, *extra: str, env_extra: dict[str, str] | None = None) -> Served:
     port = free_port()
-    env = {**os.environ, "COVEY_HOME": str(home), "PYTHONPATH": str(REPO_ROOT)}
+    env = {**os.environ, "COVEY_HOME": str(home), "PYTHONPATH": str(REPO_ROOT), **(env_extra or {})}
     env.pop("COVEY_RPC_URL", None)
     process = subprocess.Popen(
         [sys.executable, "-m", "covey.cli", "chain", "serve", "--port", str(port), *extra],
@@ -499,3 +499,38 @@ def test_sigterm_mid_transaction_exits_within_two_seconds_and_the_journal_replay
         assert receipt["status"] == "0x0" and receipt["gasUsed"] == hex(1_500_000)
     finally:
         stop_with_sigterm(restarted)
+
+
+def test_serve_flags_and_settings_set_the_limits(tmp_path: Path) -> None:
+    running = start_serve(
+        tmp_path / "home",
+        "--rpc-gas-cap",
+        "100000",
+        "--allow-unprotected-txs",
+        env_extra={"COVEY_CHAIN_RPC_EVM_TIMEOUT_S": "60"},
+    )
+    try:
+        alice, bob = (Account.from_key(key) for key in dev_private_keys(3)[1:3])
+        client = Client(running.url)
+        spinner = deploy_spin(client, alice)
+        request = {"to": spinner, "data": spin_call_data("spin", SPIN_SELECTOR_INPUT), "gas": hex(10**12)}
+        started = time.monotonic()
+        with pytest.raises(RpcError, match="OutOfGas"):
+            client.rpc("eth_call", request, "latest")
+        assert time.monotonic() - started < 5  # cut to 100,000 gas, long before the 60 s timeout
+        tx_hash = client.rpc("eth_sendRawTransaction", unprotected_legacy(bob, 0))
+        assert client.rpc("eth_getTransactionReceipt", tx_hash)["status"] == "0x1"
+    finally:
+        stop_with_sigterm(running)
+
+    running = start_serve(tmp_path / "home", "--rpc-evm-timeout", "1")
+    try:
+        client = Client(running.url)
+        started = time.monotonic()
+        with pytest.raises(RpcError, match=r"execution aborted \(timeout = 1s\)"):
+            client.rpc("eth_call", request, "latest")
+        assert time.monotonic() - started < 3
+        with pytest.raises(RpcError, match="only replay-protected"):
+            client.rpc("eth_sendRawTransaction", unprotected_legacy(bob, 1))
+    finally:
+        stop_with_sigterm(running)
