@@ -4,7 +4,7 @@ Writes go journal-first: a transaction is checked, appended to the journal, exec
 confirmed only once its journal record is committed (see `Durability`). Every `snapshot_every`
 journal entries (and on `close`) the state, the block history and the journal position are
 saved, so opening replays only the journal written since. `lock` serialises all access to the
-engine.
+engine; calls hold it only to capture a `view.StateView` and run outside it.
 """
 
 from __future__ import annotations

@@ -346,8 +346,9 @@ class Dispatcher:
         }
         self._handlers = handlers
         # These call node methods that lock for the write and wait for the commit after unlocking,
-        # so that one fsync can cover several clients' writes; every other method runs under the
-        # node lock. eth_sendRawTransaction does not wait: the hash is no confirmation, and reads
+        # so that one fsync can cover several clients' writes; calls and estimates (`_on_view`) hold
+        # the node lock only to capture a state view; every other method runs under the node lock.
+        # eth_sendRawTransaction does not wait: the hash is no confirmation, and reads
         # (the receipt first) wait for the commit, so the flush overlaps the trip to the client.
         self._self_locking = {
             "eth_sendRawTransaction",
