@@ -247,7 +247,10 @@ class ServerHandle:
 
 
 def _bind(node: EmbeddedNode, host: str, port: int, limits: RpcLimits | None) -> tuple[_RpcHTTPServer, str]:
-    check_recursion_limit()
+    try:
+        check_recursion_limit()
+    except RuntimeError as exc:
+        raise ChainError(f"refusing to serve the chain: {exc}") from exc
     try:
         server = _RpcHTTPServer((host, port), Dispatcher(node, limits))
     except OSError as exc:
