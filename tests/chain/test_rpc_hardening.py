@@ -32,6 +32,7 @@ from eth_utils import function_signature_to_4byte_selector, keccak, to_checksum_
 from covey.chain._embedded import EmbeddedNode, ServerHandle, dev_private_keys, open_node, start_server_thread
 from covey.chain._embedded.limits import RpcLimits
 from covey.chain._embedded.rpc import Dispatcher, RpcError
+from covey.errors import ChainError
 from tests.chain.conftest import compile_vyper
 from tests.support import free_port
 
@@ -108,6 +109,19 @@ def unprotected_legacy(account: LocalAccount, nonce: int) -> str:
     return str(account.sign_transaction(tx).raw_transaction.to_0x_hex())
 
 
+def nested_rlp(depth: int) -> bytes:
+    """An RLP list nested `depth` deep (pyrlp decodes nesting recursively)."""
+    item = b"\x80"
+    for _ in range(depth):
+        size = len(item)
+        if size <= 55:
+            item = bytes([0xC0 + size]) + item
+        else:
+            length = size.to_bytes((size.bit_length() + 7) // 8, "big")
+            item = bytes([0xF7 + len(length)]) + length + item
+    return item
+
+
 def error_of(answer: Any) -> dict[str, Any]:
     assert isinstance(answer, dict) and answer.get("jsonrpc") == "2.0" and "error" in answer, answer
     return dict(answer["error"])
@@ -159,6 +173,7 @@ def malformed_requests(alice: LocalAccount) -> list[tuple[str, bytes, int]]:
         ("eth_call value above uint256", call("eth_call", {"to": DEAD, "value": "0x" + "f" * 70}), -32602),
         ("eth_sendRawTransaction not hex", call("eth_sendRawTransaction", "0xzz"), -32602),
         ("eth_sendRawTransaction garbage", call("eth_sendRawTransaction", "0x01"), -32000),
+        ("RLP lists nested 5,000 deep", call("eth_sendRawTransaction", "0x" + nested_rlp(5000).hex()), -32000),
         ("high-s signature (EIP-2)", call("eth_sendRawTransaction", high_s(transfer)), -32000),
         ("unprotected legacy transaction", call("eth_sendRawTransaction", unprotected_legacy(alice, 0)), -32000),
         ("evm_increaseTime 2**70 s", call("evm_increaseTime", hex(2**70)), -32602),
@@ -193,6 +208,16 @@ def test_every_malformed_request_gets_an_error_object_on_a_live_connection(
     )[1]
     assert "EIP-2" in error_of(high_s_answer)["message"]
     client.close()
+
+
+def test_a_server_refuses_to_start_with_a_raised_recursion_limit(node: EmbeddedNode) -> None:
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(100_000)
+    try:
+        with pytest.raises(ChainError, match="recursion limit is 100,000"):
+            start_server_thread(node, announce=False)
+    finally:
+        sys.setrecursionlimit(limit)
 
 
 def test_http_level_refusals_are_json_rpc_error_objects(server: ServerHandle) -> None:

@@ -289,6 +289,9 @@ def decode_transaction(raw: bytes) -> SignedTransactionAPI:
         return _TX_BUILDER.decode(raw)
     except (rlp.exceptions.RLPException, EthValidationError, ValueError, TypeError, IndexError) as exc:
         raise TransactionRejected(f"invalid raw transaction: {exc}") from exc
+    except RecursionError:
+        # pyrlp decodes nested lists recursively: a few KB of nesting reach the (default) recursion limit.
+        raise TransactionRejected("invalid raw transaction: RLP lists nested too deeply") from None
 
 
 def _rlp_item_end(data: bytes, position: int) -> int:
