@@ -24,6 +24,7 @@ import bisect
 import functools
 import hashlib
 import itertools
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -291,10 +292,18 @@ class _Filter:
 class Dispatcher:
     """Answers JSON-RPC calls against one `EmbeddedNode`; safe to call from many threads."""
 
-    def __init__(self, node: EmbeddedNode, limits: RpcLimits | None = None) -> None:
+    def __init__(
+        self, node: EmbeddedNode, limits: RpcLimits | None = None, *, call_switch_interval_s: float | None = None
+    ) -> None:
+        """`call_switch_interval_s`: the GIL switch interval while any call runs (process-wide, so only for a
+        dispatcher that owns its process, as `serve_rpc`'s does); None leaves the interpreter's alone."""
         self._node = node
         self.limits = limits = RpcLimits() if limits is None else limits
         self._call_slots = threading.BoundedSemaphore(limits.max_concurrent_calls)
+        self._call_switch_interval_s = call_switch_interval_s
+        self._calls_lock = threading.Lock()
+        self._calls_running = 0
+        self._idle_switch_interval_s = 0.0
         self._filters: dict[str, _Filter] = {}
         self._filter_ids = itertools.count(1)
         handlers: dict[str, Callable[[Sequence[Any]], Any]] = {
@@ -542,6 +551,7 @@ class Dispatcher:
             raise ChainError(
                 f"too many calls in progress (at most {limits.max_concurrent_calls} at once); try again later"
             )
+        self._count_call(+1)
         try:
             node = self._node
             with node.lock:
@@ -557,7 +567,22 @@ class Dispatcher:
             except DeadlineExceeded:
                 raise ChainError(f"execution aborted (timeout = {limits.evm_timeout_s:g}s)") from None
         finally:
+            self._count_call(-1)
             self._call_slots.release()
+
+    def _count_call(self, step: int) -> None:
+        # A call's pure-Python EVM loop holds the GIL until the interpreter forces a switch; a shorter
+        # interval while calls run lets other requests in sooner (see server.py for measurements). Only
+        # while they run: on a loaded machine forced switches also slow a lone writer down.
+        if self._call_switch_interval_s is None:
+            return
+        with self._calls_lock:
+            self._calls_running += step
+            if step > 0 and self._calls_running == 1:
+                self._idle_switch_interval_s = sys.getswitchinterval()
+                sys.setswitchinterval(self._call_switch_interval_s)
+            elif step < 0 and self._calls_running == 0:
+                sys.setswitchinterval(self._idle_switch_interval_s)
 
     def _send_raw_transaction(self, params: Sequence[Any]) -> str:
         raw = _to_bytes(_param(params, 0, "raw transaction"), "raw transaction")

@@ -12,10 +12,13 @@ Whatever a client sends, the answer is a JSON-RPC error object, never a dropped 
 A server refuses to start if something raised the recursion limit past what the C stack takes.
 
 Calls run in their requests' threads, and a pure-Python EVM loop holds the GIL between the
-interpreter's forced switches, so `serve_rpc` (which owns its process) lowers the switch interval
-from 5 ms to 1 ms. Measured with `covey chain serve` on a loaded 2-core machine, another client's
-transfer (send + receipt) took, median/max: 1 maximal call running 14/22 ms at 5 ms and 12/22 ms
-at 1 ms; 2 calls 49/130 vs 16/41 ms; 4 calls 126/200 vs 26/45 ms (eth_blockNumber 33/61 vs 11/40).
+interpreter's forced switches, so while calls run `serve_rpc` (which owns its process) lowers the
+switch interval from 5 ms to 1 ms. Measured with `covey chain serve` on a loaded 2-core machine,
+another client's transfer (send + receipt) took, median/max: 1 maximal call running 14/22 ms at
+5 ms and 12/22 ms at 1 ms; 2 calls 49/130 vs 16/41 ms; 4 calls 126/200 vs 26/45 ms
+(eth_blockNumber 33/61 vs 11/40). Only while calls run: with 1 ms all the time, a lone client's
+transfers/s varied more and averaged lower on the loaded machine (forced switches to the journal's
+flusher thread), and nothing needs the shorter interval then.
 """
 
 from __future__ import annotations
@@ -25,7 +28,6 @@ import json
 import os
 import signal
 import socket
-import sys
 import threading
 import urllib.error
 import urllib.request
@@ -45,8 +47,8 @@ from covey.chain._embedded.rpc import INTERNAL_ERROR, INVALID_REQUEST, PARSE_ERR
 from covey.errors import ChainError
 
 SERVE_FILE = "serve.json"
-# The GIL switch interval while `serve_rpc` runs (CPython's default is 5 ms); see the module docstring.
-SERVE_SWITCH_INTERVAL_S = 0.001
+# The GIL switch interval while calls run under `serve_rpc` (CPython's default is 5 ms); see the module docstring.
+SERVE_CALL_SWITCH_INTERVAL_S = 0.001
 _MAX_LINE_BYTES = 64 * 1024
 _MAX_HEADERS = 100
 _REASONS = {
@@ -246,13 +248,16 @@ class ServerHandle:
             _remove_serve_file(self._serve_file)
 
 
-def _bind(node: EmbeddedNode, host: str, port: int, limits: RpcLimits | None) -> tuple[_RpcHTTPServer, str]:
+def _bind(
+    node: EmbeddedNode, host: str, port: int, limits: RpcLimits | None, *, owns_process: bool = False
+) -> tuple[_RpcHTTPServer, str]:
     try:
         check_recursion_limit()
     except RuntimeError as exc:
         raise ChainError(f"refusing to serve the chain: {exc}") from exc
     try:
-        server = _RpcHTTPServer((host, port), Dispatcher(node, limits))
+        switch = SERVE_CALL_SWITCH_INTERVAL_S if owns_process else None
+        server = _RpcHTTPServer((host, port), Dispatcher(node, limits, call_switch_interval_s=switch))
     except OSError as exc:
         raise ChainError(f"cannot serve the chain on {host}:{port}: {exc}") from exc
     bound_host, bound_port = server.server_address[:2]
@@ -309,7 +314,7 @@ def serve_rpc(
     `on_ready(url)` is called once the port is bound and serve.json written (to print the URL).
     Raises `ChainError` if the address cannot be bound.
     """
-    server, url = _bind(node, host, port, limits)
+    server, url = _bind(node, host, port, limits, owns_process=True)
     serve_file = _write_serve_file(node, url)
     if on_ready is not None:
         on_ready(url)
@@ -321,12 +326,9 @@ def serve_rpc(
             raise SystemExit(0)
 
         previous = signal.signal(signal.SIGTERM, stop)
-    switch_interval = sys.getswitchinterval()
-    sys.setswitchinterval(SERVE_SWITCH_INTERVAL_S)
     try:
         server.serve_forever()
     finally:
-        sys.setswitchinterval(switch_interval)
         server.server_close()
         _remove_serve_file(serve_file)
         if in_main_thread:
