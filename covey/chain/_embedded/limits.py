@@ -20,10 +20,12 @@ one; ours differ only where a pure-Python EVM or a thread per connection needs i
 - `max_batch` (geth `--rpc.batch-request-limit`, 1,000): longer batches get one error object.
 - `idle_timeout_s` (geth: 30 s read, 120 s idle): a connection silent this long, between requests
   or in the middle of one, is closed; each open connection holds a thread.
-- `max_connections` (geth: none): connections served at once; past it a new connection is answered
-  503 with a JSON-RPC error and closed (refused, not queued: a client learns at once, and idle
-  holders of slots are closed after `idle_timeout_s`).
-- `backlog` (Python's socketserver: 5): the listen queue for connections not yet accepted.
+- `max_connections` (geth: none): connections served at once (a thread each); past it new
+  connections are not accepted until one closes: they wait in the listen backlog, in order, and
+  idle holders of slots are closed after `idle_timeout_s` (refusing them instead raced with clients
+  still sending their request, which saw a broken pipe rather than the refusal).
+- `backlog` (Python's socketserver: 5): the listen queue for connections not yet accepted; past it
+  the kernel drops new connection attempts and clients retry.
 """
 
 from __future__ import annotations

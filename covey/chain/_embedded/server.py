@@ -47,6 +47,8 @@ from covey.chain._embedded.rpc import INTERNAL_ERROR, INVALID_REQUEST, PARSE_ERR
 from covey.errors import ChainError
 
 SERVE_FILE = "serve.json"
+# While every connection slot is busy, the accept loop waits this long for one, then polls again.
+_ACCEPT_WAIT_S = 0.1
 # The GIL switch interval while calls run under `serve_rpc` (CPython's default is 5 ms); see the module docstring.
 SERVE_CALL_SWITCH_INTERVAL_S = 0.001
 _MAX_LINE_BYTES = 64 * 1024
@@ -58,7 +60,6 @@ _REASONS = {
     411: "Length Required",
     413: "Payload Too Large",
     431: "Request Header Fields Too Large",
-    503: "Service Unavailable",
 }
 
 
@@ -73,13 +74,19 @@ class _RpcHTTPServer(ThreadingHTTPServer):
         super().__init__(address, _RpcHandler)
         self.dispatcher = dispatcher
 
+    def get_request(self) -> tuple[Any, Any]:
+        # One thread per connection, so past the bound a connection is not accepted until a slot frees:
+        # it waits in the listen backlog, in arrival order (idle holders of slots are closed after the
+        # idle timeout). Refusing instead raced with clients still sending their request.
+        if not self._connection_slots.acquire(timeout=_ACCEPT_WAIT_S):
+            raise OSError("every connection slot is busy")  # serve_forever selects and comes back
+        try:
+            return super().get_request()
+        except BaseException:
+            self._connection_slots.release()
+            raise
+
     def process_request(self, request: Any, client_address: Any) -> None:
-        # One thread per connection, so connections past the bound are refused, not queued: the client
-        # learns at once, and idle holders of slots are closed after the idle timeout.
-        if not self._connection_slots.acquire(blocking=False):
-            _refuse(request, self.limits.max_connections)
-            self.shutdown_request(request)
-            return
         try:
             super().process_request(request, client_address)
         except BaseException:
@@ -122,18 +129,6 @@ def _json(payload: Any) -> bytes:
 
 def _error_body(code: int, message: str) -> bytes:
     return _json(error_response(None, RpcError(code, message)))
-
-
-def _refuse(connection: socket.socket, limit: int) -> None:
-    """Answer a connection past the bound with 503 and a JSON-RPC error, without blocking the accept loop."""
-    body = _error_body(-32000, f"too many connections: this server serves {limit} at once; try again later")
-    head = f"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-    with contextlib.suppress(OSError):
-        connection.setblocking(False)
-        # Read what already arrived, so that closing does not reset the connection before the answer is read.
-        with contextlib.suppress(BlockingIOError):
-            connection.recv(_MAX_LINE_BYTES)
-        connection.send(head.encode() + b"Connection: close\r\n\r\n" + body)
 
 
 class _RpcHandler(StreamRequestHandler):
