@@ -20,6 +20,9 @@ class Settings(BaseSettings):
     - `password`: the keystore password (`COVEY_PASSWORD`); unset means prompt.
     - `chain_durability`: when the embedded chain confirms a transaction (`COVEY_CHAIN_DURABILITY`):
       `write` (default; survives SIGKILL), `fsync` (also survives a power cut, slower) or `none`.
+    - `chain_rpc_gas_cap`, `chain_rpc_evm_timeout_s`: how much gas and wall time one `eth_call` or
+      `eth_estimateGas` may use on `covey chain serve` (`COVEY_CHAIN_RPC_GAS_CAP`, default 50,000,000,
+      and `COVEY_CHAIN_RPC_EVM_TIMEOUT_S`, default 5; geth's defaults).
     """
 
     model_config = SettingsConfigDict(env_prefix="COVEY_", extra="ignore")
@@ -30,6 +33,8 @@ class Settings(BaseSettings):
     key: str | None = None
     password: str | None = None
     chain_durability: Literal["write", "fsync", "none"] = "write"
+    chain_rpc_gas_cap: int = Field(default=50_000_000, ge=21_000)
+    chain_rpc_evm_timeout_s: float = Field(default=5.0, gt=0)
 
     @cached_property
     def data_dir(self) -> Path:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 
 import typer
@@ -107,16 +109,48 @@ def serve(
         help="When a transaction is confirmed: write (survives SIGKILL; default, or COVEY_CHAIN_DURABILITY), "
         "fsync (also survives a power cut, slower) or none.",
     ),
+    rpc_gas_cap: int | None = typer.Option(
+        None,
+        "--rpc-gas-cap",
+        help="Gas of one eth_call / eth_estimateGas; more is cut to it (default 50000000 as geth, "
+        "or COVEY_CHAIN_RPC_GAS_CAP).",
+    ),
+    rpc_evm_timeout: float | None = typer.Option(
+        None,
+        "--rpc-evm-timeout",
+        help="Seconds one eth_call / eth_estimateGas may run before it is stopped (default 5 as geth, "
+        "or COVEY_CHAIN_RPC_EVM_TIMEOUT_S).",
+    ),
+    allow_unprotected_txs: bool = typer.Option(
+        False,
+        "--allow-unprotected-txs",
+        help="Accept legacy transactions without a chain id (not EIP-155), which replay on any chain.",
+    ),
 ) -> None:
     """Serve the embedded chain as Ethereum JSON-RPC so several processes share it."""
     from covey.chain._embedded import open_node, serve_rpc
+    from covey.chain._embedded.limits import RpcLimits
 
     with open_context() as ctx:
-        if ctx.settings.rpc_url:
+        settings = ctx.settings
+        if settings.rpc_url:
             raise ChainError("COVEY_RPC_URL is set: `covey chain serve` serves the embedded chain only")
-        node = open_node(ctx.settings.subdir("chain"), durability=durability or ctx.settings.chain_durability)  # type: ignore[arg-type]
+        limits = RpcLimits(
+            gas_cap=settings.chain_rpc_gas_cap if rpc_gas_cap is None else rpc_gas_cap,
+            evm_timeout_s=settings.chain_rpc_evm_timeout_s if rpc_evm_timeout is None else rpc_evm_timeout,
+            allow_unprotected_txs=allow_unprotected_txs,
+        )
+        node = open_node(settings.subdir("chain"), durability=durability or settings.chain_durability)  # type: ignore[arg-type]
         try:
             console.print(f"serving the embedded chain on http://{host}:{port} (Ctrl-C to stop)")
-            serve_rpc(node, host=host, port=port)
+            serve_rpc(node, host=host, port=port, limits=limits)
         finally:
-            node.close()
+            # Stop within ~1 s of SIGTERM even while a long transaction runs (py-evm may take seconds):
+            # it was journaled before it started, so the next start replays it. Calls hold no lock.
+            if not node.close(wait_s=0.5):
+                console.print("a transaction was still running: it is in the journal and replays on the next start")
+                # Its thread still holds the GIL for slices; winding down the interpreter around it costs
+                # ~0.5 s more, and nothing is left to flush (the journal is written with os.write).
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(0)

@@ -2,7 +2,7 @@
 
 node = open_node(data_dir)            # exclusive; ChainBusyError if another process has it
 w3 = embedded_web3(node)              # in process (Web3 over EmbeddedProvider, fast send/receipt)
-serve_rpc(node, port=8545)            # or over HTTP for other processes
+serve_rpc(node, port=8545)            # or over HTTP for other processes, within RpcLimits
 node.close()
 """
 
@@ -19,6 +19,7 @@ from covey.chain._embedded.engine import (
     DEV_MNEMONIC,
     dev_private_keys,
 )
+from covey.chain._embedded.limits import RpcLimits
 from covey.chain._embedded.node import EmbeddedNode, open_node
 from covey.chain._embedded.provider import EmbeddedProvider, embedded_web3
 from covey.chain._embedded.server import ServerHandle, running_server_url, serve_rpc, start_server_thread
@@ -31,6 +32,7 @@ __all__ = [
     "DEV_MNEMONIC",
     "EmbeddedNode",
     "EmbeddedProvider",
+    "RpcLimits",
     "ServerHandle",
     "dev_private_keys",
     "embedded_web3",

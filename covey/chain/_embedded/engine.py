@@ -6,6 +6,11 @@ number, hash, timestamp and PREVRANDAO that the EVM sees, while receipts, transa
 blocks live in in-memory indexes. State roots are only computed at snapshots, so blocks report
 a zero `stateRoot`, and block hashes are a keccak over the fields we do keep, not a real header.
 Only the latest state is kept: calls against an older block raise `StateUnavailable`.
+
+Contracts may nest calls `MAX_CALL_DEPTH` (100) deep, not Ethereum's 1,024: py-evm recurses about
+six Python frames per EVM call, and covey keeps the interpreter's recursion limit at its default
+(1,000; see `covey.chain._recursion`). A fixed depth makes the outcome of a deep transaction the
+same whichever thread runs or replays it, where a `RecursionError` would depend on the caller's stack.
 """
 
 from __future__ import annotations
@@ -23,11 +28,10 @@ from eth.abc import ComputationAPI, SignedTransactionAPI
 from eth.constants import BLANK_ROOT_HASH, CREATE_CONTRACT_ADDRESS, ZERO_ADDRESS
 from eth.db.atomic import AtomicDB
 from eth.db.backends.memory import MemoryDB
-from eth.exceptions import Revert
+from eth.exceptions import StackDepthLimit
 from eth.vm.execution_context import ExecutionContext
 from eth.vm.forks.prague import PragueVM
 from eth.vm.message import Message
-from eth.vm.spoof import SpoofTransaction
 from eth_abi import decode as abi_decode
 from eth_abi.exceptions import DecodingError
 from eth_account import Account
@@ -60,6 +64,14 @@ VM_CLASS = PragueVM
 _TX_BUILDER = PragueVM.get_transaction_builder()
 _DYNAMIC_FEE_TX_TYPE = 2
 _MAX_JUMP_ANALYSES = 4096
+# The deepest call a contract may make (Ethereum allows 1,024): ~100 x 6-7 Python frames per EVM call
+# stays well inside the default recursion limit of 1,000, with room for the caller's own frames.
+MAX_CALL_DEPTH = 100
+
+# EIP-2: a signature's s must be in the lower half of the curve order, or (r, n - s) would be a second
+# valid signature of the same transaction under another hash.
+_SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+_MAX_S = _SECP256K1_N // 2
 
 _ERROR_SELECTOR = bytes.fromhex("08c379a0")  # Error(string)
 _PANIC_SELECTOR = bytes.fromhex("4e487b71")  # Panic(uint256)
@@ -198,6 +210,14 @@ class _Computation(_PRAGUE_STATE.computation_class):  # type: ignore[name-define
             analysis = _jump_analyses[code] = (set(), set())
         self.code.valid_positions, self.code.invalid_positions = analysis
 
+    @classmethod
+    def apply_message(cls, state: Any, message: Any, transaction_context: Any, parent_computation: Any = None) -> Any:
+        # Fails the calling frame (a VMError, like any other), deterministically, long before py-evm's
+        # own check at 1,024 and before Python's recursion limit.
+        if message.depth > MAX_CALL_DEPTH:
+            raise StackDepthLimit(f"call depth {message.depth} exceeds the embedded EVM's limit of {MAX_CALL_DEPTH}")
+        return super().apply_message(state, message, transaction_context, parent_computation)
+
 
 class _AccountDB(_PRAGUE_STATE.account_db_class):  # type: ignore[name-defined,misc]
     def _set_account(self, address: Address, account: Any) -> None:
@@ -269,6 +289,9 @@ def decode_transaction(raw: bytes) -> SignedTransactionAPI:
         return _TX_BUILDER.decode(raw)
     except (rlp.exceptions.RLPException, EthValidationError, ValueError, TypeError, IndexError) as exc:
         raise TransactionRejected(f"invalid raw transaction: {exc}") from exc
+    except RecursionError:
+        # pyrlp decodes nested lists recursively: a few KB of nesting reach the (default) recursion limit.
+        raise TransactionRejected("invalid raw transaction: RLP lists nested too deeply") from None
 
 
 def _rlp_item_end(data: bytes, position: int) -> int:
@@ -412,11 +435,24 @@ class Engine:
 
     # -- writing ----------------------------------------------------------------------------
 
-    def check_transaction(self, raw: bytes) -> CheckedTransaction:
-        """Decode `raw` and check it against the next block; raises `TransactionRejected`."""
+    def check_transaction(self, raw: bytes, *, allow_unprotected: bool = True) -> CheckedTransaction:
+        """Decode `raw` and check it against the next block; raises `TransactionRejected`.
+
+        `allow_unprotected=False` refuses legacy transactions without a chain id (not EIP-155), as
+        geth does over RPC; replay keeps the default, since the journal holds only accepted ones.
+        """
         tx = decode_transaction(raw)
         if tx.type_id == _BLOB_TX_TYPE:
             raise TransactionRejected("blob transactions (type 3) are not supported by the embedded chain")
+        if tx.chain_id is None and not allow_unprotected:
+            raise TransactionRejected(
+                "only replay-protected (EIP-155) transactions allowed over RPC: sign with a chain id "
+                "(or serve the chain with --allow-unprotected-txs)"
+            )
+        if tx.s > _MAX_S or tx.s == 0 or not 0 < tx.r < _SECP256K1_N:
+            raise TransactionRejected(
+                "invalid transaction: signature values out of range (s must be at most secp256k1n/2, EIP-2)"
+            )
         tx_hash = keccak(raw)
         if tx_hash in self.txs:
             raise TransactionRejected(f"already known: transaction 0x{tx_hash.hex()} is already mined")
@@ -477,8 +513,14 @@ class Engine:
         checkpoint = state.snapshot()
         try:
             computation = state.apply_transaction(tx)
-        except BaseException:
+        except BaseException as exc:
             state.revert(checkpoint)
+            if isinstance(exc, RecursionError):
+                # Only a caller with an unusually deep stack gets here (MAX_CALL_DEPTH stops contracts).
+                raise TransactionRejected("the transaction nests too deeply for this process's Python stack") from exc
+            if isinstance(exc, EthValidationError):
+                # py-evm's own checks of the transaction, for any rule `check_transaction` does not repeat.
+                raise TransactionRejected(f"invalid transaction: {exc}") from exc
             raise
         state.commit(checkpoint)
         state.lock_changes()
@@ -550,100 +592,31 @@ class Engine:
             self.log_block_numbers.append(block.number)
 
     def _context(self, number: int, timestamp: int, randao: bytes, base_fee: int) -> ExecutionContext:
-        blocks = self.blocks
+        return execution_context(self.blocks, number, timestamp, randao, base_fee)
 
-        def ancestor_hashes() -> Iterator[Hash32]:
-            # Newest first, as BLOCKHASH expects; lazily, since most transactions never ask.
-            for ancestor in range(number - 1, max(-1, number - 1 - BLOCKHASH_WINDOW), -1):
-                yield Hash32(blocks[ancestor].hash)
 
-        return ExecutionContext(
-            coinbase=COINBASE,
-            timestamp=timestamp,
-            block_number=BlockNumber(number),
-            difficulty=0,
-            mix_hash=Hash32(randao),
-            gas_limit=BLOCK_GAS_LIMIT,
-            prev_hashes=ancestor_hashes(),
-            chain_id=CHAIN_ID,
-            base_fee_per_gas=base_fee,
-            excess_blob_gas=0,
-        )
+def execution_context(
+    blocks: Sequence[Block], number: int, timestamp: int, randao: bytes, base_fee: int
+) -> ExecutionContext:
+    """The EVM's view of block `number` (its parent is `blocks[number - 1]`)."""
 
-    # -- simulation -------------------------------------------------------------------------
+    def ancestor_hashes() -> Iterator[Hash32]:
+        # Newest first, as BLOCKHASH expects; lazily, since most transactions never ask.
+        for ancestor in range(number - 1, max(-1, number - 1 - BLOCKHASH_WINDOW), -1):
+            yield Hash32(blocks[ancestor].hash)
 
-    def call(self, request: CallRequest, *, pending: bool = False) -> bytes:
-        """Run `request` against the latest state (or the pending block) and return its output."""
-        computation, _ = self._simulate(request, request.gas or BLOCK_GAS_LIMIT, pending)
-        _raise_for_error(computation)
-        return bytes(computation.output)
-
-    def estimate_gas(self, request: CallRequest, *, pending: bool = True) -> int:
-        """Gas limit that lets `request` succeed: one run at the cap, one check, else a search."""
-        cap = min(request.gas or BLOCK_GAS_LIMIT, BLOCK_GAS_LIMIT)
-        computation, used = self._simulate(request, cap, pending)
-        if computation.is_error and not isinstance(computation.error, Revert):
-            raise ExecutionFailed(f"gas required exceeds allowance ({cap}): {computation.error}")
-        _raise_for_error(computation)
-        needed = max(used, calldata_floor_gas(request.data))
-        if request.to is not None and not self.state.get_code(Address(request.to)):
-            return needed  # a plain value transfer runs no code: its cost is exact
-        # Gas left at the end must cover SSTORE's 2300 stipend check and the 1/64 that every
-        # inner call withholds, so the first check adds that margin instead of searching.
-        guess = min(cap, (needed + 2300) * 64 // 63)
-        if self._succeeds(request, guess, pending):
-            return guess
-        low, high = guess, cap
-        while low + 1 < high:
-            middle = (low + high) // 2
-            if self._succeeds(request, middle, pending):
-                high = middle
-            else:
-                low = middle
-        return high
-
-    def _succeeds(self, request: CallRequest, gas: int, pending: bool) -> bool:
-        computation, _ = self._simulate(request, gas, pending)
-        return computation.is_success
-
-    def _simulate(self, request: CallRequest, gas: int, pending: bool) -> tuple[ComputationAPI, int]:
-        """Execute without a signature and with a zero base fee, then undo every change.
-
-        Returns the computation and the gas it used before refunds (what a limit must cover).
-        """
-        if pending:
-            parent = self.head
-            number, stamp = parent.number + 1, self.peek_timestamp()
-            randao = prevrandao_for(parent.hash, number)
-        else:
-            number, stamp, randao = self.head.number, self.head.timestamp, self.head.prevrandao
-        state = self.state
-        saved_context = state.execution_context
-        state.execution_context = self._context(number, stamp, randao, 0)
-        checkpoint = state.snapshot()
-        try:
-            unsigned = _TX_BUILDER.create_unsigned_transaction(
-                nonce=state.get_nonce(Address(request.sender)),
-                gas_price=0,
-                gas=gas,
-                to=CREATE_CONTRACT_ADDRESS if request.to is None else Address(request.to),
-                value=request.value,
-                data=request.data,
-            )
-            intrinsic = unsigned.intrinsic_gas
-            if gas < intrinsic:
-                raise ExecutionFailed(f"intrinsic gas too low: have {gas}, want {intrinsic}")
-            balance = state.get_balance(Address(request.sender))
-            if request.value > balance:
-                raise ExecutionFailed(
-                    f"insufficient funds for gas * price + value: have {balance} want {request.value}"
-                )
-            spoofed = cast(SignedTransactionAPI, SpoofTransaction(unsigned, from_=Address(request.sender)))
-            computation = state.apply_transaction(spoofed)
-            return computation, gas - computation.get_gas_remaining()
-        finally:
-            state.revert(checkpoint)
-            state.execution_context = saved_context
+    return ExecutionContext(
+        coinbase=COINBASE,
+        timestamp=timestamp,
+        block_number=BlockNumber(number),
+        difficulty=0,
+        mix_hash=Hash32(randao),
+        gas_limit=BLOCK_GAS_LIMIT,
+        prev_hashes=ancestor_hashes(),
+        chain_id=CHAIN_ID,
+        base_fee_per_gas=base_fee,
+        excess_blob_gas=0,
+    )
 
 
 def _logs_of(computation: ComputationAPI) -> tuple[LogEntry, ...]:
@@ -651,16 +624,3 @@ def _logs_of(computation: ComputationAPI) -> tuple[LogEntry, ...]:
         LogEntry(bytes(address), tuple(topic.to_bytes(32, "big") for topic in topics), bytes(data))
         for address, topics, data in computation.get_log_entries()
     )
-
-
-def _raise_for_error(computation: ComputationAPI) -> None:
-    if computation.is_success:
-        return
-    if isinstance(computation.error, Revert):
-        raise ExecutionReverted(bytes(computation.output))
-    raise ExecutionFailed(f"execution failed: {_describe(computation.error)}")
-
-
-def _describe(error: Any) -> str:
-    text = str(error)
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__

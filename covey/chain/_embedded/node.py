@@ -4,7 +4,7 @@ Writes go journal-first: a transaction is checked, appended to the journal, exec
 confirmed only once its journal record is committed (see `Durability`). Every `snapshot_every`
 journal entries (and on `close`) the state, the block history and the journal position are
 saved, so opening replays only the journal written since. `lock` serialises all access to the
-engine.
+engine; calls hold it only to capture a `view.StateView` and run outside it.
 """
 
 from __future__ import annotations
@@ -87,18 +87,19 @@ class EmbeddedNode:
 
     # -- writes -----------------------------------------------------------------------------
 
-    def send_raw_transaction(self, raw: bytes, *, wait: bool = True) -> bytes:
+    def send_raw_transaction(self, raw: bytes, *, wait: bool = True, allow_unprotected: bool = False) -> bytes:
         """Check, journal and mine a signed transaction; returns its hash once committed.
 
         With `wait=False` it returns as soon as the transaction is mined; the caller must then
         `wait_committed` before showing anyone its effects (the JSON-RPC layer does, so that the
         disk flush overlaps the trip back to the client). Raises `TransactionRejected` (nothing
-        journaled) if the transaction cannot be mined.
+        journaled) if the transaction cannot be mined, or if it is a legacy transaction without a chain
+        id and `allow_unprotected` is off.
         """
         with self.lock:
             self._check_open()
             engine = self.engine
-            checked = engine.check_transaction(raw)
+            checked = engine.check_transaction(raw, allow_unprotected=allow_unprotected)
             timestamp = engine.peek_timestamp()
             before = self._journal.position
             ticket = self._journal.append(TxEntry(engine.head.number + 1, timestamp, raw))
@@ -198,17 +199,29 @@ class EmbeddedNode:
             self._journal.drop_segments_before(position.segment)
             self._entries_since_snapshot = 0
 
-    def close(self) -> None:
-        """Checkpoint, release the data directory and stop accepting requests."""
-        with self.lock:
+    def close(self, *, wait_s: float | None = None) -> bool:
+        """Checkpoint, release the data directory and stop accepting requests; returns True once closed.
+
+        With `wait_s`, gives up after that long if a write still holds the lock (a transaction can run
+        for seconds in py-evm): the node then refuses new requests and returns False, and the caller
+        should end the process, which releases the directory. Nothing is lost: the running write was
+        journaled before it started, and the next open replays it.
+        """
+        if not self.lock.acquire(timeout=-1 if wait_s is None else wait_s):
+            self.closed = True
+            return False
+        try:
             if self.closed:
-                return
+                return True
             try:
                 self.checkpoint()
             finally:
                 self.closed = True
                 self._journal.close()
                 os.close(self._lock_fd)
+            return True
+        finally:
+            self.lock.release()
 
     def __enter__(self) -> EmbeddedNode:
         return self

@@ -18,19 +18,24 @@ from web3.providers import BaseProvider
 from web3.types import RPCEndpoint, RPCResponse, TxReceipt, _Hash32
 
 from covey.chain._embedded.engine import Block, LogEntry, TxRecord
+from covey.chain._embedded.limits import RpcLimits
 from covey.chain._embedded.node import EmbeddedNode
 from covey.chain._embedded.rpc import Dispatcher, RpcError
 from covey.chain._embedded.rpc import _bloom as bloom
 from covey.errors import ChainError
 
+# In process the caller is the chain's own user, so a call may run longer than over JSON-RPC (where
+# geth's 5 s applies): the timeout is only a backstop against a runaway loop, not a bound on strangers.
+IN_PROCESS_LIMITS = RpcLimits(evm_timeout_s=60.0)
+
 
 class EmbeddedProvider(BaseProvider):
     """`Web3(EmbeddedProvider(node))` talks to the embedded chain; safe to share across threads."""
 
-    def __init__(self, node: EmbeddedNode) -> None:
+    def __init__(self, node: EmbeddedNode, limits: RpcLimits | None = None) -> None:
         super().__init__()
         self.node = node
-        self.dispatcher = Dispatcher(node)
+        self.dispatcher = Dispatcher(node, IN_PROCESS_LIMITS if limits is None else limits)
         # next() on itertools.count is atomic under the GIL, so ids stay unique across threads.
         self._request_ids = itertools.count()
 
@@ -80,7 +85,8 @@ class EmbeddedEth(Eth):
             return super().send_raw_transaction(transaction)
         try:
             # Not waiting for the commit: reading the receipt (or anything else) waits for it.
-            return HexBytes(fast[0].send_raw_transaction(bytes(transaction), wait=False))
+            allow = fast[1].limits.allow_unprotected_txs
+            return HexBytes(fast[0].send_raw_transaction(bytes(transaction), wait=False, allow_unprotected=allow))
         except ChainError:
             # Rejected and not journaled: let web3 raise its usual error through the RPC layer.
             return super().send_raw_transaction(transaction)

@@ -10,6 +10,12 @@ Block tags: "latest", "safe", "finalized" and the latest number read the latest 
 does, since that is where the transaction will be mined. Older blocks have no state here
 (`eth_call`, `eth_getBalance` etc. answer with an error) but their blocks, receipts and logs are
 kept. "pending" reads as the latest block for block queries and logs.
+
+Every request gets an answer object, whatever it holds: malformed requests and params are
+-32600/-32602, and anything no check foresaw is -32603 rather than a dropped connection. Calls and
+gas estimates are untrusted work: they run on a `StateView` outside the node lock, at most
+`RpcLimits.max_concurrent_calls` at once, each under the gas cap and stopped at the EVM timeout
+(see `limits` and `view`).
 """
 
 from __future__ import annotations
@@ -18,9 +24,12 @@ import bisect
 import functools
 import hashlib
 import itertools
+import sys
+import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import rlp
 from eth.constants import BLANK_ROOT_HASH, EMPTY_UNCLE_HASH
@@ -35,20 +44,36 @@ from covey.chain._embedded.engine import (
     StateUnavailable,
     TxRecord,
 )
+from covey.chain._embedded.limits import RpcLimits
 from covey.chain._embedded.node import EmbeddedNode
+from covey.chain._embedded.view import StateView, capture
+from covey.chain._embedded.watchdog import DeadlineExceeded, Watchdog
 from covey.errors import ChainError
 
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
 METHOD_NOT_FOUND = -32601
 INVALID_PARAMS = -32602
+INTERNAL_ERROR = -32603
 SERVER_ERROR = -32000
 EXECUTION_REVERTED = 3
 
 CLIENT_VERSION = "covey-embedded/0.1.0/py-evm-0.12.1b1"
 _ZERO_HASH_HEX = "0x" + "00" * 32
 _EMPTY_REQUESTS_HASH = "0x" + hashlib.sha256(b"").hexdigest()
+_T = TypeVar("_T")
 _MAX_FEE_HISTORY_BLOCKS = 1024
+_MAX_REWARD_PERCENTILES = 100
+_MAX_UINT256 = 2**256 - 1
+# A log filter matches at most four topics (the EVM's LOG4); geth refuses more, and caps addresses.
+_MAX_TOPICS = 4
+_MAX_FILTER_ADDRESSES = 1000
+_MAX_TOPIC_ALTERNATIVES = 1000
+# Dev controls: blocks per evm_mine/anvil_mine request, and how far the clock may move in one call
+# (a timestamp must fit the journal's 64-bit fields and the EVM's).
+_MAX_MINE_BLOCKS = 10_000
+_MAX_TIME_STEP_S = 2**32
+_MAX_TIMESTAMP = 2**63 - 1
 
 
 class RpcError(Exception):
@@ -65,6 +90,24 @@ class RpcError(Exception):
         if self.data is not None:
             error["data"] = self.data
         return error
+
+
+def error_response(request_id: Any, error: RpcError) -> dict[str, Any]:
+    """A JSON-RPC 2.0 error response object."""
+    return {"jsonrpc": "2.0", "id": request_id, "error": error.to_json()}
+
+
+_watchdog_lock = threading.Lock()
+_watchdog: Watchdog | None = None
+
+
+def _shared_watchdog() -> Watchdog:
+    """One watchdog thread per process, started by the first call."""
+    global _watchdog
+    with _watchdog_lock:
+        if _watchdog is None:
+            _watchdog = Watchdog()
+        return _watchdog
 
 
 # -- encoding ----------------------------------------------------------------------------------
@@ -159,8 +202,8 @@ def _to_quantity(value: Any, name: str) -> int:
         quantity = int.from_bytes(value, "big")
     else:
         raise _invalid(f"{name} must be a quantity, got {value!r}")
-    if quantity < 0:
-        raise _invalid(f"{name} must not be negative, got {value!r}")
+    if not 0 <= quantity <= _MAX_UINT256:
+        raise _invalid(f"{name} must be between 0 and 2**256-1, got {value!r}")
     return quantity
 
 
@@ -194,14 +237,25 @@ def _log_criteria(value: Any) -> _LogCriteria:
     if address is None or address == []:
         addresses = None
     elif isinstance(address, list):
+        if len(address) > _MAX_FILTER_ADDRESSES:
+            raise _invalid(f"a log filter takes at most {_MAX_FILTER_ADDRESSES} addresses, got {len(address)}")
         addresses = frozenset(_to_address(item) for item in address)
     else:
         addresses = frozenset([_to_address(address)])
+    positions = value.get("topics")
+    if positions is None:
+        positions = []
+    if not isinstance(positions, list):
+        raise _invalid(f"topics must be an array, got {positions!r}")
+    if len(positions) > _MAX_TOPICS:
+        raise _invalid(f"a log filter takes at most {_MAX_TOPICS} topic positions, got {len(positions)}")
     topics: list[frozenset[bytes] | None] = []
-    for position in value.get("topics") or []:
+    for position in positions:
         if position is None or position == []:
             topics.append(None)
         elif isinstance(position, list):
+            if len(position) > _MAX_TOPIC_ALTERNATIVES:
+                raise _invalid(f"a topic position takes at most {_MAX_TOPIC_ALTERNATIVES} alternatives")
             topics.append(frozenset(_to_hash(item, "topic") for item in position if item is not None))
         else:
             topics.append(frozenset([_to_hash(position, "topic")]))
@@ -229,6 +283,7 @@ def _log_matches(log: LogEntry, criteria: _LogCriteria) -> bool:
 class _Filter:
     criteria: _LogCriteria | None  # None: a block filter
     next_block: int
+    last_used: float  # time.monotonic() of its creation or latest poll
 
 
 # -- dispatcher --------------------------------------------------------------------------------
@@ -237,8 +292,18 @@ class _Filter:
 class Dispatcher:
     """Answers JSON-RPC calls against one `EmbeddedNode`; safe to call from many threads."""
 
-    def __init__(self, node: EmbeddedNode) -> None:
+    def __init__(
+        self, node: EmbeddedNode, limits: RpcLimits | None = None, *, call_switch_interval_s: float | None = None
+    ) -> None:
+        """`call_switch_interval_s`: the GIL switch interval while any call runs (process-wide, so only for a
+        dispatcher that owns its process, as `serve_rpc`'s does); None leaves the interpreter's alone."""
         self._node = node
+        self.limits = limits = RpcLimits() if limits is None else limits
+        self._call_slots = threading.BoundedSemaphore(limits.max_concurrent_calls)
+        self._call_switch_interval_s = call_switch_interval_s
+        self._calls_lock = threading.Lock()
+        self._calls_running = 0
+        self._idle_switch_interval_s = 0.0
         self._filters: dict[str, _Filter] = {}
         self._filter_ids = itertools.count(1)
         handlers: dict[str, Callable[[Sequence[Any]], Any]] = {
@@ -290,8 +355,9 @@ class Dispatcher:
         }
         self._handlers = handlers
         # These call node methods that lock for the write and wait for the commit after unlocking,
-        # so that one fsync can cover several clients' writes; every other method runs under the
-        # node lock. eth_sendRawTransaction does not wait: the hash is no confirmation, and reads
+        # so that one fsync can cover several clients' writes; calls and estimates (`_on_view`) hold
+        # the node lock only to capture a state view; every other method runs under the node lock.
+        # eth_sendRawTransaction does not wait: the hash is no confirmation, and reads
         # (the receipt first) wait for the commit, so the flush overlaps the trip to the client.
         self._self_locking = {
             "eth_sendRawTransaction",
@@ -303,6 +369,8 @@ class Dispatcher:
             "anvil_setBalance",
             "hardhat_setBalance",
         }
+        # These take the node lock only to capture a state view, and run on it unlocked.
+        self._on_view = {"eth_call", "eth_estimateGas"}
 
     @property
     def _engine(self) -> evm.Engine:
@@ -321,7 +389,7 @@ class Dispatcher:
             raise _invalid(f"params of {method} must be an array")
         node = self._node
         try:
-            if method in self._self_locking:
+            if method in self._self_locking or method in self._on_view:
                 return handler(params)
             with node.lock:
                 if node.closed:
@@ -338,6 +406,13 @@ class Dispatcher:
             # Rejections, failed calls, missing history, a closed or busy chain: all are answers
             # about this request, which geth reports as server errors with a message.
             raise RpcError(SERVER_ERROR, str(exc)) from exc
+        except RpcError:
+            raise
+        except (TypeError, ValueError, KeyError, IndexError, OverflowError, AttributeError) as exc:
+            # Params of a shape no check foresaw: an answer about this request, never a dropped connection.
+            raise RpcError(INVALID_PARAMS, f"invalid params for {method}: {type(exc).__name__}: {exc}") from exc
+        except Exception as exc:
+            raise RpcError(INTERNAL_ERROR, f"internal error in {method}: {type(exc).__name__}: {exc}") from exc
 
     def commit_writes(self) -> None:
         """Wait until every write so far is committed (a server calls it after answering, so that
@@ -346,15 +421,23 @@ class Dispatcher:
         node.wait_committed(node.written_ticket)
 
     def handle(self, request: Any) -> dict[str, Any]:
-        """A JSON-RPC 2.0 response object for one decoded request object."""
-        if not isinstance(request, dict) or not isinstance(request.get("method"), str):
-            error = RpcError(INVALID_REQUEST, "a request must be an object with a string method")
-            return {"jsonrpc": "2.0", "id": None, "error": error.to_json()}
+        """A JSON-RPC 2.0 response object for one decoded request object (never raises)."""
+        if not isinstance(request, dict):
+            return error_response(None, RpcError(INVALID_REQUEST, "invalid request: a request must be a JSON object"))
         request_id = request.get("id")
+        if isinstance(request_id, bool) or not isinstance(request_id, str | int | float | None):
+            error = RpcError(INVALID_REQUEST, "invalid request: the id must be a string, a number or null")
+            return error_response(None, error)
+        if request.get("jsonrpc") != "2.0":
+            error = RpcError(INVALID_REQUEST, 'invalid request: "jsonrpc" must be "2.0"')
+            return error_response(request_id, error)
+        method = request.get("method")
+        if not isinstance(method, str):
+            return error_response(request_id, RpcError(INVALID_REQUEST, "invalid request: the method must be a string"))
         try:
-            result = self.dispatch(request["method"], request.get("params"))
+            result = self.dispatch(method, request.get("params"))
         except RpcError as exc:
-            return {"jsonrpc": "2.0", "id": request_id, "error": exc.to_json()}
+            return error_response(request_id, exc)
         return {"jsonrpc": "2.0", "id": request_id, "result": result}
 
     # -- block tags -------------------------------------------------------------------------
@@ -445,21 +528,66 @@ class Dispatcher:
 
     def _call(self, params: Sequence[Any]) -> str:
         request = self._call_request(_param(params, 0, "transaction"))
-        pending = self._state_is_pending(_param(params, 1, "block", "latest"))
+        tag = _param(params, 1, "block", "latest")
         if _param(params, 2, "state overrides", None):
             raise _invalid("state overrides are not supported by the embedded chain")
-        return _data(self._engine.call(request, pending=pending))
+        # As geth: no gas means the cap, and more than the cap is cut to it.
+        cap = self.limits.gas_cap
+        gas = cap if request.gas is None else min(request.gas, cap)
+        return _data(self._run_on_view(tag, lambda view, pending: view.call(request, pending=pending, gas=gas)))
 
     def _estimate_gas(self, params: Sequence[Any]) -> str:
         request = self._call_request(_param(params, 0, "transaction"))
-        self._state_is_pending(_param(params, 1, "block", None))
+        cap = min(request.gas or evm.BLOCK_GAS_LIMIT, evm.BLOCK_GAS_LIMIT, self.limits.gas_cap)
         # Always in the next block's context, where the transaction will be mined: in the latest
         # block's context an SSTORE of block.number or block.timestamp can look like a cheap no-op.
-        return _hex(self._engine.estimate_gas(request, pending=True))
+        tag = _param(params, 1, "block", None)
+        return _hex(self._run_on_view(tag, lambda view, _: view.estimate_gas(request, cap=cap)))
+
+    def _run_on_view(self, tag: Any, work: Callable[[StateView, bool], _T]) -> _T:
+        """`work(view, pending)` on a view of the latest state, outside the node lock, within the limits."""
+        limits = self.limits
+        if not self._call_slots.acquire(timeout=limits.evm_timeout_s):
+            raise ChainError(
+                f"too many calls in progress (at most {limits.max_concurrent_calls} at once); try again later"
+            )
+        self._count_call(+1)
+        try:
+            node = self._node
+            with node.lock:
+                if node.closed:
+                    raise ChainError(f"the embedded chain in {node.data_dir} is closed")
+                pending = self._state_is_pending(tag)
+                view = capture(node.engine)
+                seen = node.written_ticket
+            node.wait_committed(seen)  # show nothing a crash could take back
+            try:
+                with _shared_watchdog().limit(limits.evm_timeout_s):
+                    return work(view, pending)
+            except DeadlineExceeded:
+                raise ChainError(f"execution aborted (timeout = {limits.evm_timeout_s:g}s)") from None
+        finally:
+            self._count_call(-1)
+            self._call_slots.release()
+
+    def _count_call(self, step: int) -> None:
+        # A call's pure-Python EVM loop holds the GIL until the interpreter forces a switch; a shorter
+        # interval while calls run lets other requests in sooner (see server.py for measurements). Only
+        # while they run: on a loaded machine forced switches also slow a lone writer down.
+        if self._call_switch_interval_s is None:
+            return
+        with self._calls_lock:
+            self._calls_running += step
+            if step > 0 and self._calls_running == 1:
+                self._idle_switch_interval_s = sys.getswitchinterval()
+                sys.setswitchinterval(self._call_switch_interval_s)
+            elif step < 0 and self._calls_running == 0:
+                sys.setswitchinterval(self._idle_switch_interval_s)
 
     def _send_raw_transaction(self, params: Sequence[Any]) -> str:
         raw = _to_bytes(_param(params, 0, "raw transaction"), "raw transaction")
-        return _data(self._node.send_raw_transaction(raw, wait=False))
+        allow = self.limits.allow_unprotected_txs
+        return _data(self._node.send_raw_transaction(raw, wait=False, allow_unprotected=allow))
 
     def _send_transaction(self, params: Sequence[Any]) -> None:
         raise RpcError(
@@ -654,7 +782,7 @@ class Dispatcher:
     def _fee_history(self, params: Sequence[Any]) -> dict[str, Any]:
         count = _to_quantity(_param(params, 0, "block count"), "block count")
         newest = min(self._block_number(_param(params, 1, "newest block", "latest")), self._engine.head.number)
-        percentiles = _param(params, 2, "reward percentiles", None) or []
+        percentiles = _reward_percentiles(_param(params, 2, "reward percentiles", None))
         count = min(count, newest + 1, _MAX_FEE_HISTORY_BLOCKS)
         oldest = newest - count + 1
         blocks = self._engine.blocks[oldest : newest + 1]
@@ -672,7 +800,7 @@ class Dispatcher:
     # -- logs and filters ---------------------------------------------------------------------
 
     def _get_logs(self, params: Sequence[Any]) -> list[dict[str, Any]]:
-        criteria = _log_criteria(_param(params, 0, "filter"))
+        criteria = self._checked_criteria(_param(params, 0, "filter"))
         if criteria.block_hash is not None:
             number = self._block_by_hash(criteria.block_hash).number
             return self._logs_between(criteria, number, number)
@@ -696,23 +824,44 @@ class Dispatcher:
                     log_index += 1
         return found
 
+    def _checked_criteria(self, value: Any) -> _LogCriteria:
+        criteria = _log_criteria(value)
+        # Refuse a malformed block tag now, not at the first poll.
+        self._block_number(criteria.from_block)
+        self._block_number(criteria.to_block)
+        return criteria
+
     def _new_filter(self, params: Sequence[Any]) -> str:
-        criteria = _log_criteria(_param(params, 0, "filter"))
-        return self._add_filter(_Filter(criteria, self._engine.head.number + 1))
+        criteria = self._checked_criteria(_param(params, 0, "filter"))
+        return self._add_filter(criteria)
 
     def _new_block_filter(self, params: Sequence[Any]) -> str:
-        return self._add_filter(_Filter(None, self._engine.head.number + 1))
+        return self._add_filter(None)
 
-    def _add_filter(self, new_filter: _Filter) -> str:
+    def _add_filter(self, criteria: _LogCriteria | None) -> str:
+        now = time.monotonic()
+        self._expire_filters(now)
+        limit = self.limits.max_filters
+        if len(self._filters) >= limit:
+            raise ChainError(f"too many filters: {limit} are installed; uninstall some (eth_uninstallFilter)")
         filter_id = _hex(next(self._filter_ids))
-        self._filters[filter_id] = new_filter
+        self._filters[filter_id] = _Filter(criteria, self._engine.head.number + 1, now)
         return filter_id
+
+    def _expire_filters(self, now: float) -> None:
+        # As geth: a filter nobody polled for the TTL is gone (the client went away without uninstalling).
+        oldest = now - self.limits.filter_ttl_s
+        for filter_id in [key for key, found in self._filters.items() if found.last_used < oldest]:
+            del self._filters[filter_id]
 
     def _filter(self, params: Sequence[Any]) -> _Filter:
         filter_id = _param(params, 0, "filter id")
+        now = time.monotonic()
+        self._expire_filters(now)
         found = self._filters.get(filter_id) if isinstance(filter_id, str) else None
         if found is None:
             raise ChainError(f"filter not found: {filter_id!r}")
+        found.last_used = now
         return found
 
     def _get_filter_changes(self, params: Sequence[Any]) -> list[Any]:
@@ -743,26 +892,26 @@ class Dispatcher:
     # -- dev controls -----------------------------------------------------------------------
 
     def _increase_time(self, params: Sequence[Any]) -> int:
-        return self._node.increase_time(_to_quantity(_param(params, 0, "seconds"), "seconds"))
+        return self._node.increase_time(_time_step(_param(params, 0, "seconds"), "seconds"))
 
     def _set_next_block_timestamp(self, params: Sequence[Any]) -> None:
-        self._node.set_next_block_timestamp(_to_quantity(_param(params, 0, "timestamp"), "timestamp"))
+        self._node.set_next_block_timestamp(_timestamp(_param(params, 0, "timestamp")))
 
     def _mine(self, params: Sequence[Any]) -> str:
         option = _param(params, 0, "timestamp", None)
         blocks = 1
         if isinstance(option, dict):
-            blocks = _to_quantity(option.get("blocks", 1), "blocks")
+            blocks = _mine_count(option.get("blocks", 1))
             option = option.get("timestamp")
-        timestamp = None if option is None else _to_quantity(option, "timestamp")
+        timestamp = None if option is None else _timestamp(option)
         for _ in range(blocks):
             self._node.mine(timestamp)
             timestamp = None
         return "0x0"
 
     def _mine_many(self, params: Sequence[Any]) -> None:
-        blocks = _to_quantity(_param(params, 0, "blocks", 1), "blocks")
-        interval = _to_quantity(_param(params, 1, "interval", 1), "interval")
+        blocks = _mine_count(_param(params, 0, "blocks", 1))
+        interval = _time_step(_param(params, 1, "interval", 1), "interval")
         for _ in range(blocks):
             self._node.mine()
             if interval:
@@ -772,3 +921,37 @@ class Dispatcher:
         address = _to_address(_param(params, 0, "address"))
         balance = _to_quantity(_param(params, 1, "balance"), "balance")
         self._node.set_balance(address, balance)
+
+
+def _reward_percentiles(value: Any) -> list[float]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or len(value) > _MAX_REWARD_PERCENTILES:
+        raise _invalid(f"reward percentiles must be an array of at most {_MAX_REWARD_PERCENTILES} numbers")
+    previous = 0.0
+    for item in value:
+        if isinstance(item, bool) or not isinstance(item, int | float) or not previous <= item <= 100:
+            raise _invalid(f"reward percentiles must be numbers from 0 to 100 in ascending order, got {value!r}")
+        previous = item
+    return [float(item) for item in value]
+
+
+def _mine_count(value: Any) -> int:
+    blocks = _to_quantity(value, "blocks")
+    if blocks > _MAX_MINE_BLOCKS:
+        raise _invalid(f"mine at most {_MAX_MINE_BLOCKS} blocks per request, got {blocks}")
+    return blocks
+
+
+def _time_step(value: Any, name: str) -> int:
+    seconds = _to_quantity(value, name)
+    if seconds > _MAX_TIME_STEP_S:
+        raise _invalid(f"{name} must be at most {_MAX_TIME_STEP_S} seconds, got {seconds}")
+    return seconds
+
+
+def _timestamp(value: Any) -> int:
+    timestamp = _to_quantity(value, "timestamp")
+    if timestamp > _MAX_TIMESTAMP:
+        raise _invalid(f"timestamp must be below 2**63, got {timestamp}")
+    return timestamp
