@@ -41,7 +41,7 @@ from rich.table import Table
 from covey.chain import Chain, dev_accounts
 from covey.chain.arena_deploy import deploy_arena
 from covey.chain.deploy import deploy_suite
-from covey.gateway.demo_model import publish_language_model
+from covey.demo.language_model import publish_language_model
 from covey.gateway.models import model_id_for_task
 from covey.gateway.x402.batcher_deploy import deploy_batcher
 from covey.gateway.x402.encoding import decode_payment_required, encode_header

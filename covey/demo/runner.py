@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from rich.console import Console
 from rich.rule import Rule
@@ -18,6 +18,15 @@ from covey.errors import ChainError
 
 MAX_WAIT_S = 120
 """The longest protocol delay the demo waits out (a local chain's suite has delays of seconds)."""
+
+
+class StageContext(Protocol):
+    """What a chapter needs from the runner: a `DemoContext`, or a test's own object with these fields."""
+
+    chain: Chain
+    deployment: Deployment
+    settings: Settings
+    console: Console
 
 
 @dataclass

@@ -1,13 +1,13 @@
-"""The demo's stages in story order; each capability adds its own."""
+"""The demo's stages in story order: the token economy, then one chapter per capability (each a module here)."""
 
 from __future__ import annotations
 
-from covey.alliance.demo_stage import alliance_stage
-from covey.arena.demo_stage import arena_stage
-from covey.compute.demo_stage import compute_stage
+from covey.demo.alliance_stage import alliance_stage
+from covey.demo.arena_stage import arena_stage
+from covey.demo.compute_stage import compute_stage
+from covey.demo.gateway_stage import gateway_stage
 from covey.demo.runner import Stage
 from covey.demo.token_stage import token_stage
-from covey.gateway.demo_stage import gateway_stage
 
 STAGES: list[Stage] = [
     Stage("token", "Token economy: stake, delegate, commission, slash, reward, unbond", token_stage),

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 import pytest
 from rich.console import Console
 
-from covey.alliance.demo_stage import HOSPITALS, alliance_stage
 from covey.chain import Chain
 from covey.chain.deploy import Deployment
 from covey.config import Settings, get_settings
+from covey.demo.alliance_stage import HOSPITALS, alliance_stage
 
 
 @dataclass

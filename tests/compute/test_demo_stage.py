@@ -9,8 +9,8 @@ from rich.console import Console
 
 from covey.chain import Chain, dev_accounts
 from covey.chain.deploy import Deployment, deploy_suite
-from covey.compute.demo_stage import SEEDS, compute_stage
 from covey.config import Settings, get_settings
+from covey.demo.compute_stage import SEEDS, compute_stage
 
 
 @dataclass

@@ -48,9 +48,9 @@ CHROMIUM_ARGS = [
 ]
 SCREENS = REPO_ROOT / "bench" / "results" / "screens"
 CAPABILITY_STAGES = (
-    ("arena", "covey.arena.demo_stage", "arena_stage", "Arena"),
-    ("alliance", "covey.alliance.demo_stage", "alliance_stage", "Alliance"),
-    ("compute", "covey.compute.demo_stage", "compute_stage", "Compute market"),
+    ("arena", "covey.demo.arena_stage", "arena_stage", "Arena"),
+    ("alliance", "covey.demo.alliance_stage", "alliance_stage", "Alliance"),
+    ("compute", "covey.demo.compute_stage", "compute_stage", "Compute market"),
 )
 
 

@@ -11,7 +11,7 @@ from rich.console import Console
 from covey.chain import Chain
 from covey.chain.deploy import Deployment
 from covey.config import Settings
-from covey.gateway.demo_stage import gateway_stage
+from covey.demo.gateway_stage import gateway_stage
 
 from .conftest import World
 

@@ -8,9 +8,8 @@ paid (rewards, the operator's commission) and took (slashes).
 from __future__ import annotations
 
 import time
-from typing import Any, Protocol
+from typing import Any
 
-from rich.console import Console
 from rich.table import Table
 
 from covey.arena.client import ArenaClient, Phase
@@ -28,20 +27,9 @@ from covey.arena.scenario import (
     post,
     staking_flows,
 )
-from covey.chain import Chain
 from covey.chain.chain import dev_accounts
-from covey.chain.deploy import Deployment
-from covey.config import Settings
+from covey.demo.runner import StageContext
 from covey.storage import open_store
-
-
-class StageContext(Protocol):
-    """What the demo runner hands each stage."""
-
-    chain: Chain
-    deployment: Deployment
-    settings: Settings
-    console: Console
 
 
 def arena_stage(ctx: StageContext) -> dict[str, Any]:

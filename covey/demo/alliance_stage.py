@@ -10,29 +10,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any
 
-from rich.console import Console
 from rich.table import Table
 
 from covey.alliance.client import AllianceClient
 from covey.alliance.runner import AllianceRun, RoundReport, RunConfig, run_in_process
 from covey.chain.alliance_deploy import ensure_alliance
-from covey.chain.chain import Chain, dev_accounts
-from covey.chain.deploy import Deployment
-from covey.config import Settings
+from covey.chain.chain import dev_accounts
+from covey.demo.runner import StageContext
 from covey.storage import open_store
 
 HOSPITALS = ("St Mary's", "Northside", "Riverside", "Lakeview", "Mallory Clinic")
 BEHAVIOURS = ("honest", "honest", "honest", "honest", "sign_flip")
 PHASE_S = 15
-
-
-class StageContext(Protocol):
-    chain: Chain
-    deployment: Deployment
-    settings: Settings
-    console: Console
 
 
 def alliance_stage(ctx: StageContext) -> dict[str, Any]:

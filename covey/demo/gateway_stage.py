@@ -21,7 +21,6 @@ import uvicorn
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from fastapi import FastAPI
-from rich.console import Console
 from rich.table import Table
 
 from covey.chain import Chain, dev_accounts
@@ -30,10 +29,10 @@ from covey.chain.deploy import Deployment
 from covey.chain.faucet import fund
 from covey.chain.hosts_deploy import deploy_hosts
 from covey.chain.roles import Role
-from covey.config import Settings
+from covey.demo.language_model import publish_language_model
+from covey.demo.runner import StageContext
 from covey.gateway.app import GatewayConfig, build_gateway
 from covey.gateway.backend import LocalBackend
-from covey.gateway.demo_model import publish_language_model
 from covey.gateway.errors import GatewayError
 from covey.gateway.host import HostConfig, create_host_app
 from covey.gateway.models import ModelCatalog, ServedModel, find_arena, model_id_for_task
@@ -53,17 +52,13 @@ TEXT_QUESTIONS = ["Who art thou, and what news?", "Speak of love and of Verona."
 DIGIT_QUESTIONS = 3
 
 
-class StageContext(Protocol):
-    """What the demo runner hands each stage."""
+class GatewayContext(StageContext, Protocol):
+    """What this chapter needs from the runner: the stage context and the earlier chapters' results."""
 
-    chain: Chain
-    deployment: Deployment
-    settings: Settings
-    console: Console
     results: dict[str, Any]
 
 
-def gateway_stage(ctx: StageContext) -> dict[str, Any]:
+def gateway_stage(ctx: GatewayContext) -> dict[str, Any]:
     """Serve the Arena's consensus model through a staked host and the gateway; an agent pays to ask it."""
     chain, deployment, console = ctx.chain, ctx.deployment, ctx.console
     owner = dev_accounts(1)[0]
@@ -201,7 +196,7 @@ def _reason(exc: Any) -> str:
     return f"HTTP {exc.status_code}: {error or body}"
 
 
-def _consensus_model(ctx: StageContext, catalog: ModelCatalog, arena: str, task_id: int | None) -> ServedModel:
+def _consensus_model(ctx: GatewayContext, catalog: ModelCatalog, arena: str, task_id: int | None) -> ServedModel:
     """The Arena stage's model when it is servable; else the newest one; else one finalised here and now."""
     models = catalog.refresh()
     wanted = [m for m in models if task_id is not None and m.model_id == model_id_for_task(task_id)]

@@ -13,11 +13,10 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
-from rich.console import Console
 from rich.table import Table
 from web3 import Web3
 
@@ -41,7 +40,7 @@ from covey.compute.jobs import TrainingJob, TrainUnit, UnitLimits, fetch_result,
 from covey.compute.provider import PricingRule, ProviderAgent, wait_for
 from covey.compute.sandbox import Sandbox
 from covey.compute.verifier import VerifierAgent
-from covey.config import Settings
+from covey.demo.runner import StageContext
 from covey.ml import default_spec
 from covey.storage import ArtifactStore, open_store
 
@@ -56,13 +55,6 @@ HEARTBEAT_S = 4
 BID_WINDOW_S = 3
 TIMEOUT_S = 240.0
 ARENA_PHASE_S = 3
-
-
-class StageContext(Protocol):
-    chain: Chain
-    deployment: Deployment
-    settings: Settings
-    console: Console
 
 
 @dataclass
