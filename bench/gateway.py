@@ -143,7 +143,7 @@ def prepare(home: Path, rpc_url: str | None) -> Setup:
         # The suite deploys the Arena and a PaymentBatcher; a checkout without them deploys them here.
         arena = chain.contract("Arena", deployment.contracts.get("Arena") or deploy_arena(chain, deployment, owner))
         store = LocalStore(home / "artifacts")
-        task_id = publish_language_model(chain, deployment, arena, store, steps=20, phase_s=5)
+        task_id = publish_language_model(chain, deployment, arena.address, store, home, steps=20)
         usd = deployment.contract(chain, "USDToken")
         payers = [Account.create() for _ in range(PAYERS)]
         for payer in payers:

@@ -23,6 +23,7 @@ from eth_account.signers.local import LocalAccount
 from fastapi import FastAPI
 from rich.table import Table
 
+from covey.arena.scoring import metric_value
 from covey.chain import Chain, dev_accounts
 from covey.chain.arena_deploy import deploy_arena
 from covey.chain.deploy import Deployment
@@ -41,6 +42,7 @@ from covey.gateway.registry import HostRegistryClient
 from covey.gateway.x402.encoding import decode_payment_response
 from covey.gateway.x402.mechanisms.evm.exact.server import DEFAULT_MAX_TIMEOUT_S
 from covey.ml import load_dataset
+from covey.ml.evaluate import get_metric
 from covey.storage import open_store
 
 T = TypeVar("T")
@@ -69,7 +71,8 @@ def gateway_stage(ctx: GatewayContext) -> dict[str, Any]:
     model = _consensus_model(ctx, catalog, arena, arena_results.get("taskId"))
     console.print(
         f"serving [bold]{model.model_id}[/]: Arena task {model.task_id}'s consensus model ({model.spec.family} on "
-        f"{model.spec.dataset}, trained by {model.trainer[:10]}…, weights sha256 {model.weights_digest[:12]}…)"
+        f"{model.spec.dataset}, trained by {model.trainer[:10]}…, weights sha256 {model.weights_digest[:12]}…; "
+        f"validators' consensus on held-out data: {_metric(model)})"
     )
 
     gateway_account, host_account, agent = _cast(chain, deployment)
@@ -206,10 +209,20 @@ def _consensus_model(ctx: GatewayContext, catalog: ModelCatalog, arena: str, tas
         "no servable consensus model on this chain yet: taking a small Shakespeare model through "
         "an Arena task first (train, commit, reveal, score, finalise)"
     )
-    store = catalog.store
-    new_task = publish_language_model(ctx.chain, ctx.deployment, ctx.chain.contract("Arena", arena), store)
+
+    def log(line: str) -> None:
+        ctx.console.print(f"  {line}", style="dim", markup=False, highlight=False)
+
+    new_task = publish_language_model(ctx.chain, ctx.deployment, arena, catalog.store, ctx.settings.data_dir, log=log)
     catalog.refresh()
     return catalog.get(model_id_for_task(new_task))
+
+
+def _metric(model: ServedModel) -> str:
+    """The model's consensus score in its metric's own units, e.g. "bits_per_char 3.712"."""
+    metric = get_metric(model.spec.metric)
+    value = metric_value(model.consensus_score, higher_is_better=metric.higher_is_better, worst=metric.worst)
+    return f"{model.spec.metric} {value:.3f}"
 
 
 def _cast(chain: Chain, deployment: Deployment) -> tuple[LocalAccount, LocalAccount, LocalAccount]:

@@ -1,96 +1,141 @@
-"""For the demo when no consensus model is servable yet: finalise a small language task on the Arena contract.
+"""For the gateway chapter when no consensus model is servable yet: a small Shakespeare task played by Arena nodes.
 
-It does what Arena nodes do, through the contract's ABI only (the gateway never imports `covey.arena`): a
-creator posts a task whose manifest is in the store, a staked trainer commits to and reveals a CharGPT
-trained for a hundred-odd steps on Shakespeare, a staked validator commits and reveals its score, and the
-task is finalised. The phases last seconds and are waited for in real time (the chain's clock follows wall
-time: x402 clients sign from it); the faucet makes this a local-chain affair.
+Everything is the Arena's own code. The creator publishes the task (`covey.arena.manifest.publish_task`: the
+public training split and the manifest in the store, the validation key kept for its validators); a staked
+trainer trains a CharGPT on the public split, commits to it and reveals it (`TrainerNode`); two staked
+validators score the revealed weights in bits per character on the held-out plays (`ValidatorNode`), commit
+and reveal; the contract's consensus score is the stake-weighted median of what they measured, and a model
+that does no better than the task's baseline is junk: the gateway then has nothing to serve.
+
+The creator publishes the manifest before it opens the task on chain and the trainer trains then, so the
+task's phases hold only transactions and the validators' scoring and last seconds, waited for in real time
+(the chain's clock follows wall time: x402 clients sign from it). The faucet makes this a local-chain affair.
 """
 
 from __future__ import annotations
 
-import json
-import secrets
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
-import numpy as np
-from eth_abi import encode
+import torch
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
-from web3 import Web3
-from web3.contract import Contract
-from web3.logs import DISCARD
 
+from covey.arena.base import Log
+from covey.arena.client import ArenaClient, Deadlines, TaskInfo
+from covey.arena.manifest import TaskManifest, fetch_training_data, publish_task, save_key
+from covey.arena.scenario import play
+from covey.arena.scoring import chain_score, to_fixed
+from covey.arena.trainer import TrainerNode
+from covey.arena.validator import ValidatorNode
 from covey.chain import Chain
 from covey.chain.deploy import Deployment
 from covey.chain.faucet import fund
 from covey.chain.roles import Role
 from covey.errors import ChainError
-from covey.ml import TrainConfig, default_spec, load_dataset, save_weights, train
-from covey.storage import ArtifactStore, sha256_hex
+from covey.ml import TaskSpec, TrainConfig, default_spec, save_weights, train
+from covey.ml.evaluate import get_metric
+from covey.storage import ArtifactStore
 
 COV = 10**18
 TRAIN_STEPS = 150
-TRAIN_CHUNKS = 256
-PHASE_S = 4  # each phase is one transaction here: the work (training) happens before the task is posted
-SCORE = 2_500_000  # 2.5 bits per character, in the Arena's 6-decimal fixed point
+TRAIN_SEED = 0
+PHASES_S = (3, 3, 12, 3)
+"""Seconds to commit, reveal, score and reveal scores. Training happens before the task opens; scoring
+(two validators, ~2 s each here, several times that on a loaded 2-core machine) is the only real work."""
+VALIDATORS = 2
+BASELINE_BPC = 7.0  # a uniform guess over bytes scores 8: the task asks for a model that learnt something
+TOLERANCE_BPC = 1.0
+REWARD_POOL = 100 * COV
+MIN_TRAINER_STAKE = 100 * COV
+MIN_VALIDATOR_STAKE = 1_000 * COV
+
+
+class EarlyTrainer(TrainerNode):
+    """A `TrainerNode` that trained on the task's public split when the creator published the manifest.
+
+    Everything else is the node's own: the stake check, the salted commitment kept on disk, the upload
+    and reveal after the submission deadline, and the keeper's `finalize`.
+    """
+
+    def __init__(self, *args: Any, weights: bytes, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.weights = weights
+
+    def make_weights(self, task: TaskInfo, manifest: TaskManifest) -> bytes:
+        return self.weights
+
+
+def language_spec() -> TaskSpec:
+    """The demo's task: the default Shakespeare CharGPT task with the demo's baseline."""
+    return default_spec(
+        "shakespeare",
+        baseline_score=BASELINE_BPC,
+        description="Covey demo: a small Shakespeare model for the gateway",
+    )
+
+
+def train_on(store: ArtifactStore, manifest: TaskManifest, steps: int) -> bytes:
+    """A CharGPT for the task, trained on its public training split only; its safetensors bytes."""
+    data = fetch_training_data(store, manifest)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(TRAIN_SEED)
+        model = manifest.spec.build_model()
+    # One thread, as Arena nodes train: small models train fastest on one, and the demo shares the machine.
+    config = TrainConfig(lr=3e-3, batch_size=16, max_steps=steps, seed=TRAIN_SEED, num_threads=1)
+    train(model, data, config, progress=False)
+    return save_weights(model)
 
 
 def publish_language_model(
     chain: Chain,
     deployment: Deployment,
-    arena: Contract,
+    arena: str,
     store: ArtifactStore,
+    home: Path,
     *,
     steps: int = TRAIN_STEPS,
-    phase_s: int = PHASE_S,
+    phases_s: Sequence[int] = PHASES_S,
+    log: Log | None = None,
 ) -> int:
-    """Train a small Shakespeare CharGPT, take it through an Arena task to consensus; return the task id."""
+    """Take a small Shakespeare CharGPT through an Arena task at `arena` to consensus; return the task id.
+
+    The validation key and the nodes' notes go under `home` (the data directory). `ChainError` when the
+    task ends without a consensus model (say, the validators found the model no better than the baseline).
+    """
     if not chain.is_local:
         raise ChainError("the demo's language task funds its accounts from the faucet: run it on a local chain")
-    spec = default_spec("shakespeare", description="Covey demo: a small Shakespeare model for the gateway")
-    data = load_dataset("shakespeare").subset(np.arange(TRAIN_CHUNKS))
-    model = spec.build_model()
-    train(model, data, TrainConfig(lr=3e-3, batch_size=16, max_steps=steps, seed=0), progress=False)
-    weights = store.put(save_weights(model))
-    train_ref = store.put(bytes(data.inputs.tobytes()))
-    # The manifest has the Arena's shape, so Arena nodes reading the task find what they expect.
-    manifest = {
-        "version": 1,
-        "spec": spec.model_dump(mode="json"),
-        "train_data": train_ref.digest,
-        "train_examples": len(data),
-        "validation_examples": 1,
-        "validation_commitment": sha256_hex(secrets.token_bytes(32)),
-    }
-    spec_ref = store.put(json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode())
+    client = ArenaClient(chain, arena)
+    creator, trainer, *validators = (_funded(chain, deployment) for _ in range(2 + VALIDATORS))
+    _stake(client, trainer, Role.TRAINER, MIN_TRAINER_STAKE)
+    for validator in validators:
+        _stake(client, validator, Role.VALIDATOR, MIN_VALIDATOR_STAKE)
 
-    creator, trainer, validator = (_funded(chain, deployment) for _ in range(3))
-    cov, staking = deployment.contract(chain, "CoveyToken"), deployment.contract(chain, "Staking")
-    _stake(chain, cov, staking, trainer, Role.TRAINER, 100 * COV)
-    _stake(chain, cov, staking, validator, Role.VALIDATOR, 1_000 * COV)
-    pool = 100 * COV
-    chain.transact(cov.functions.approve(arena.address, pool), creator)
-    now = chain.now()
-    deadlines = [now + phase_s * step for step in (1, 2, 3, 4)]
-    create = arena.functions.createTask(
-        bytes.fromhex(spec_ref.digest), pool, *deadlines, 1, 100 * COV, 1_000 * COV, 1_000_000, 1_000_000
+    spec = language_spec()
+    manifest, key = publish_task(spec, store)
+    save_key(home, manifest.spec_hash, key)  # the creator hands the key to its validators (here: same home)
+    weights = train_on(store, manifest, steps)
+    metric = get_metric(spec.metric)
+    task_id = client.create_task(
+        creator,
+        spec_hash=manifest.spec_hash,
+        reward_pool=REWARD_POOL,
+        deadlines=Deadlines.after(client.now(), *phases_s),
+        top_k=1,
+        min_trainer_stake=MIN_TRAINER_STAKE,
+        min_validator_stake=MIN_VALIDATOR_STAKE,
+        baseline_score=chain_score(BASELINE_BPC, higher_is_better=metric.higher_is_better, worst=metric.worst),
+        tolerance=to_fixed(TOLERANCE_BPC),
     )
-    receipt = chain.transact(create, creator)
-    task_id = int(arena.events.TaskCreated().process_receipt(receipt, errors=DISCARD)[0]["args"]["taskId"])
-
-    weights_hash, salt = bytes.fromhex(weights.digest), secrets.token_bytes(32)
-    commitment = Web3.keccak(encode(["bytes32", "bytes32", "address"], [weights_hash, salt, trainer.address]))
-    chain.transact(arena.functions.commitSubmission(task_id, commitment), trainer)
-    chain.wait_until(deadlines[0])
-    chain.transact(arena.functions.revealSubmission(task_id, weights_hash, salt, weights.uri), trainer)
-    chain.wait_until(deadlines[1])
-    scores, score_salt = [SCORE], secrets.token_bytes(32)
-    scored = Web3.keccak(encode(["uint256[]", "bytes32", "address"], [scores, score_salt, validator.address]))
-    chain.transact(arena.functions.commitScores(task_id, scored), validator)
-    chain.wait_until(deadlines[2])
-    chain.transact(arena.functions.revealScores(task_id, scores, score_salt), validator)
-    chain.wait_until(deadlines[3])
-    chain.transact(arena.functions.finalize(task_id), creator)
+    common: dict[str, Any] = {"store": store, "home": home, "log": log}
+    nodes = [
+        EarlyTrainer(client, trainer, weights=weights, name="bard", **common),
+        *(ValidatorNode(client, v, name=f"critic-{i}", **common) for i, v in enumerate(validators, 1)),
+    ]
+    play(client, nodes, task_id)
+    if client.consensus_model(task_id) is None:
+        raise ChainError(f"Arena task {task_id} ended without a consensus model: the validators found none good enough")
     return task_id
 
 
@@ -100,6 +145,6 @@ def _funded(chain: Chain, deployment: Deployment) -> LocalAccount:
     return account
 
 
-def _stake(chain: Chain, cov: Contract, staking: Contract, account: LocalAccount, role: Role, amount: int) -> None:
-    chain.transact(cov.functions.approve(staking.address, amount), account)
-    chain.transact(staking.functions.stake(role, amount), account)
+def _stake(client: ArenaClient, account: LocalAccount, role: Role, amount: int) -> None:
+    client.chain.transact(client.token.functions.approve(client.staking.address, amount), account)
+    client.chain.transact(client.staking.functions.stake(role, amount), account)
