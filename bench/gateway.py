@@ -38,17 +38,20 @@ from eth_account.signers.local import LocalAccount
 from rich.console import Console
 from rich.table import Table
 
-from covey.chain import Chain, dev_accounts
-from covey.chain.arena_deploy import deploy_arena
-from covey.chain.deploy import deploy_suite
-from covey.demo.language_model import publish_language_model
-from covey.gateway.models import model_id_for_task
-from covey.gateway.x402.batcher_deploy import deploy_batcher
-from covey.gateway.x402.encoding import decode_payment_required, encode_header
-from covey.gateway.x402.mechanisms.evm.exact import ExactEvmClient
-from covey.storage import LocalStore
-
 REPO = Path(__file__).resolve().parent.parent
+# Run as `python bench/gateway.py`: this checkout's covey, and the tests' x402 client under tests/.
+sys.path.insert(0, str(REPO))
+
+from covey.chain import Chain, dev_accounts  # noqa: E402
+from covey.chain.arena_deploy import deploy_arena  # noqa: E402
+from covey.chain.deploy import deploy_suite  # noqa: E402
+from covey.demo.language_model import publish_language_model  # noqa: E402
+from covey.gateway.models import model_id_for_task  # noqa: E402
+from covey.gateway.x402.batcher_deploy import deploy_batcher  # noqa: E402
+from covey.gateway.x402.encoding import decode_payment_required, encode_header  # noqa: E402
+from covey.storage import LocalStore  # noqa: E402
+from tests.x402_scaffolding.client import ExactEvmClient  # noqa: E402
+
 RESULTS = REPO / "bench" / "results" / "gateway.json"
 ANVIL = REPO / "node_modules" / ".bin" / "anvil"
 CHAIN = os.environ.get("BENCH_GATEWAY_CHAIN", "anvil" if ANVIL.exists() else "embedded")

@@ -17,7 +17,7 @@ from covey.gateway.x402.errors import Reason, X402Error
 from covey.gateway.x402.facilitator_app import create_facilitator_app
 from covey.gateway.x402.facilitator_client import HttpFacilitatorClient, LocalFacilitatorClient
 from covey.gateway.x402.interfaces import FacilitatorClient, VerifiedPayment
-from covey.gateway.x402.mechanisms.evm.exact import ExactEvmClient, ExactEvmFacilitator, ExactEvmServer
+from covey.gateway.x402.mechanisms.evm.exact import ExactEvmFacilitator, ExactEvmServer
 from covey.gateway.x402.paywall import Paywall
 from covey.gateway.x402.settlement import BatchedSettlement, StrictSettlement
 
@@ -55,7 +55,6 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "BatchedSettlement",
-    "ExactEvmClient",
     "ExactEvmFacilitator",
     "ExactEvmServer",
     "FacilitatorClient",

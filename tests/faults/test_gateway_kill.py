@@ -29,10 +29,11 @@ import pytest
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
-from covey.gateway import ExactEvmClient, deploy_batcher
+from covey.gateway import deploy_batcher
 from covey.gateway.x402.encoding import decode_payment_required, decode_payment_response, encode_header
 from covey.gateway.x402.journal import PaymentJournal
 from covey.gateway.x402.types import PaymentPayload, PaymentRequirements
+from tests.x402_scaffolding.client import ExactEvmClient
 
 from .conftest import World, gateway_process, wait_for
 

@@ -34,12 +34,12 @@ import pytest
 from eth_account.signers.local import LocalAccount
 
 from covey.chain import dev_accounts
-from covey.gateway import ExactEvmClient
 from covey.gateway.app import Gateway, GatewayConfig, build_gateway
 from covey.gateway.pricing import subsidy_for
 from covey.gateway.registry import HostRegistryClient
 from covey.gateway.x402.encoding import decode_payment_required, encode_header
 from tests.support import serve_in_thread
+from tests.x402_scaffolding.client import ExactEvmClient
 
 from .conftest import Service, World, host_process, stake_host, wait_for
 

@@ -81,10 +81,12 @@ def money(gw_chain: Chain) -> Money:
 def demo_process(env: dict[str, str], args: list[str], port: int, log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     """The demo app as a separate Python process (so a test can SIGKILL it); killed on exit if still alive."""
     python = str(REPO_ROOT / ".venv" / "bin" / "python")
+    # The app is test scaffolding under tests/: the repository root on the path finds it (and this checkout's covey).
+    path = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
-            [python, "-m", "covey.gateway.x402.demo_app", *args, "--port", str(port)],
-            env={**os.environ, **env},
+            [python, "-m", "tests.x402_scaffolding.demo_app", *args, "--port", str(port)],
+            env={**os.environ, **env, "PYTHONPATH": path},
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=REPO_ROOT,

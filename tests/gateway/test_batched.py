@@ -15,8 +15,7 @@ from fastapi import FastAPI
 from x402.http.clients import x402HttpxClient
 
 from covey.chain import dev_accounts
-from covey.gateway import ExactEvmClient, Reason, deploy_batcher
-from covey.gateway.x402.demo_app import DEMO_PRICE_ATOMIC, FACILITATOR_KEY_ENV, create_demo_app
+from covey.gateway import Reason, deploy_batcher
 from covey.gateway.x402.encoding import (
     PAYMENT_SIGNATURE_HEADER,
     decode_payment_required,
@@ -27,6 +26,8 @@ from covey.gateway.x402.journal import JOURNAL_FILE, PaymentJournal
 from covey.gateway.x402.mechanisms.evm.eip3009 import Authorization
 from covey.gateway.x402.mechanisms.evm.exact.onchain import transfer_call
 from covey.gateway.x402.types import PaymentRequirements
+from tests.x402_scaffolding.client import ExactEvmClient
+from tests.x402_scaffolding.demo_app import DEMO_PRICE_ATOMIC, FACILITATOR_KEY_ENV, create_demo_app
 
 from .conftest import PAYER_FUNDS, Money, demo_process, free_port, serve_in_thread
 from .test_paid_route import official_client

@@ -7,10 +7,11 @@ import time
 import pytest
 from web3.logs import DISCARD
 
-from covey.gateway import ExactEvmClient, ExactEvmFacilitator, ExactEvmServer, Reason, deploy_batcher
+from covey.gateway import ExactEvmFacilitator, ExactEvmServer, Reason, deploy_batcher
 from covey.gateway.x402.mechanisms.evm.eip3009 import Authorization, split_signature
 from covey.gateway.x402.mechanisms.evm.exact.onchain import batch_settle_calldata
 from covey.gateway.x402.types import PaymentPayload, PaymentRequirements
+from tests.x402_scaffolding.client import ExactEvmClient
 
 from .conftest import Money
 

@@ -12,8 +12,7 @@ import httpx
 import pytest
 from starlette.types import Receive, Scope, Send
 
-from covey.gateway import ExactEvmClient, ExactEvmFacilitator, create_facilitator_app
-from covey.gateway.x402.demo_app import create_demo_app
+from covey.gateway import ExactEvmFacilitator, create_facilitator_app
 from covey.gateway.x402.encoding import (
     PAYMENT_SIGNATURE_HEADER,
     decode_payment_payload,
@@ -24,6 +23,8 @@ from covey.gateway.x402.errors import FacilitatorUnavailableError, MalformedPaym
 from covey.gateway.x402.facilitator_app import MAX_BODY_BYTES
 from covey.gateway.x402.facilitator_client import HttpFacilitatorClient
 from tests.untrusted import ATTACK_DEPTH, covey_serve, nested_arrays, nested_in_object
+from tests.x402_scaffolding.client import ExactEvmClient
+from tests.x402_scaffolding.demo_app import create_demo_app
 
 from .conftest import Money, serve_in_thread
 

@@ -12,16 +12,16 @@ import httpx
 import pytest
 
 from covey.gateway import (
-    ExactEvmClient,
     ExactEvmFacilitator,
     ExactEvmServer,
     HttpFacilitatorClient,
     Reason,
     create_facilitator_app,
 )
-from covey.gateway.x402.demo_app import create_demo_app
 from covey.gateway.x402.encoding import encode_header
 from covey.gateway.x402.types import PaymentRequirements, SettleResponse, VerifyResponse
+from tests.x402_scaffolding.client import ExactEvmClient
+from tests.x402_scaffolding.demo_app import create_demo_app
 
 from .conftest import Money, serve_in_thread
 

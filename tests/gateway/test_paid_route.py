@@ -17,10 +17,11 @@ from x402.mechanisms.evm.exact import ExactEvmScheme
 from x402.mechanisms.evm.signers import EthAccountSigner
 
 from covey.chain import Chain
-from covey.gateway import ExactEvmClient, Reason
-from covey.gateway.x402.demo_app import DEMO_PRICE_ATOMIC, create_demo_app
+from covey.gateway import Reason
 from covey.gateway.x402.encoding import decode_payment_required, decode_payment_response, encode_header
 from covey.gateway.x402.types import PaymentPayload, PaymentRequirements
+from tests.x402_scaffolding.client import ExactEvmClient
+from tests.x402_scaffolding.demo_app import DEMO_PRICE_ATOMIC, create_demo_app
 
 from .conftest import Money, serve_in_thread
 

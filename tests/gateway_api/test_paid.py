@@ -29,7 +29,7 @@ from covey.gateway.x402.encoding import (
     encode_header,
 )
 from covey.gateway.x402.errors import Reason
-from covey.gateway.x402.mechanisms.evm.exact import ExactEvmClient
+from tests.x402_scaffolding.client import ExactEvmClient
 
 from .conftest import HOST_PRICE_PER_1K, REPO_ROOT, World, local_gateway, serve_in_thread
 

@@ -1,4 +1,8 @@
-"""The `exact` scheme's client side on an EVM chain: sign an EIP-3009 authorisation for requirements."""
+"""Test scaffolding: the x402 `exact` scheme's client side on an EVM chain, signing EIP-3009 authorisations.
+
+Agents (and the demo) pay with the official x402 SDK; the tests and the gateway bench use this client because
+it can also build payments a well-behaved client never would, and sign them without a round trip.
+"""
 
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
-"""A tiny paid API for tests and demos: `/paid` costs a fixed price, `/free` reports settlement status.
+"""Test scaffolding: a tiny paid API over the x402 layer: `/paid` costs a fixed price, `/free` reports settlement.
 
-Run it as a process (the crash test does): `python -m covey.gateway.x402.demo_app --rpc-url URL --token ADDR
---pay-to ADDR [--mode batched --journal DIR --batcher ADDR] --port N`, with the facilitator's private key in
-the environment variable `COVEY_DEMO_FACILITATOR_KEY` (never on the command line, where `ps` shows it).
+The gateway tests serve it in a thread or, to SIGKILL it, as a process from the repository root:
+`python -m tests.x402_scaffolding.demo_app --rpc-url URL --token ADDR --pay-to ADDR [--mode batched --journal
+DIR --batcher ADDR] --port N`, with the facilitator's private key in the environment variable
+`COVEY_DEMO_FACILITATOR_KEY` (never on the command line, where `ps` shows it).
 """
 
 from __future__ import annotations
