@@ -291,7 +291,7 @@ class Participant:
     def _stop_waiting(self, round_number: int) -> bool:
         info = self.client.round(self.alliance_id, round_number)
         commit_s = self.client.alliance(self.alliance_id).commit_duration
-        return self.client.chain.timestamp() >= info.commit_end - UPLOAD_WAIT_FRACTION * commit_s
+        return self.client.now() >= info.commit_end - UPLOAD_WAIT_FRACTION * commit_s
 
     def _evaluate(self, vector: np.ndarray) -> float:
         unflatten(self._model, vector.astype(np.float32))
