@@ -18,12 +18,8 @@ A silent member must not stall the alliance on a chain that mines only on demand
 anvil): once the live members have acted nobody else sends a transaction, so the latest block's time never
 passes a phase deadline by itself. Members read the phase as the next transaction will see it and the
 coordinator mines one empty block once a deadline has passed; this test only watches, and records every
-phase that the latest block still showed running well past its deadline.
-
-A bug, reproduced by an xfail test below: a member's vote commitment is worthless without its salt, and a
-worker keeps the salt only in memory, so the restarted voter cannot reveal and is slashed as silent
-although it is back in time. The Arena's nodes write their salts to disk before committing
-(`covey.arena.state`); the alliance worker does not.
+phase that the latest block still showed running well past its deadline. A restarted voter must reveal
+what it committed before it was killed: members write their vote and salt to disk before committing.
 """
 
 from __future__ import annotations
@@ -256,11 +252,6 @@ def test_a_round_with_a_silent_member_ends_at_its_deadline_without_help(outcome:
     assert outcome.stalls == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: an alliance worker keeps its vote salt only in memory (covey.alliance.participant.RoundWork), "
-    "so a voter killed after committing and restarted before the reveal deadline cannot reveal and is slashed",
-)
 def test_a_voter_restarted_after_committing_reveals_its_vote(outcome: Outcome) -> None:
     revealed = [e for e in outcome.events["VoteRevealed"] if e["voter"] == outcome.restarted and e["round"] == 1]
     assert len(revealed) == 1
