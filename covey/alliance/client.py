@@ -15,17 +15,22 @@ from enum import IntEnum
 from typing import Any, TypeVar
 
 from eth_account.signers.local import LocalAccount
+from eth_typing import HexStr
 from web3 import Web3
 from web3.contract import Contract
+from web3.exceptions import ContractLogicError, Web3RPCError
 from web3.logs import DISCARD
-from web3.types import TxReceipt
+from web3.types import BlockIdentifier, TxReceipt
 
 from covey.chain.alliance_deploy import ALLIANCE, vote_commitment
-from covey.chain.chain import Chain
+from covey.chain.chain import Chain, revert_reason
 from covey.chain.deploy import Deployment
 from covey.errors import ChainError
 
 RANDOMNESS_POLL_S = 0.5
+# Init code that returns the block's timestamp (TIMESTAMP PUSH1 0 MSTORE PUSH1 32 PUSH1 0 RETURN): run as an
+# `eth_call` without a `to` in the pending block, it reads the time the next transaction will see, on any node.
+_TIMESTAMP_INIT_CODE = HexStr("0x4260005260206000f3")
 
 
 class Phase(IntEnum):
@@ -257,21 +262,25 @@ class AllianceClient:
         return bool(self.events("RoundStarted", receipt))
 
     def commit_update(self, alliance_id: int, update_hash: bytes, sender: LocalAccount) -> TxReceipt:
+        self.catch_up_clock(alliance_id)
         return self.chain.transact(self.contract.functions.commitUpdate(alliance_id, update_hash), sender)
 
     def commit_vote(
         self, alliance_id: int, accept_mask: int, model_hash: bytes, salt: bytes, sender: LocalAccount
     ) -> TxReceipt:
         commitment = vote_commitment(accept_mask, model_hash, salt, sender.address)
+        self.catch_up_clock(alliance_id)
         return self.chain.transact(self.contract.functions.commitVote(alliance_id, commitment), sender)
 
     def reveal_vote(
         self, alliance_id: int, accept_mask: int, model_hash: bytes, salt: bytes, sender: LocalAccount
     ) -> TxReceipt:
         fn = self.contract.functions.revealVote(alliance_id, accept_mask, model_hash, salt)
+        self.catch_up_clock(alliance_id)
         return self.chain.transact(fn, sender)
 
     def finalize_round(self, alliance_id: int, sender: LocalAccount) -> TxReceipt:
+        self.catch_up_clock(alliance_id)
         return self.chain.transact(self.contract.functions.finalizeRound(alliance_id), sender)
 
     # -- views ----------------------------------------------------------------------------------------
@@ -303,8 +312,37 @@ class AllianceClient:
     def snapshot_weights(self, alliance_id: int) -> list[int]:
         return [int(w) for w in self._call("snapshotWeights", alliance_id)]
 
-    def phase(self, alliance_id: int) -> Phase:
-        return Phase(int(self._call("phase", alliance_id)))
+    def phase(self, alliance_id: int, *, block: BlockIdentifier = "pending") -> Phase:
+        """Where the alliance stands for the next transaction (the pending block), or at `block`.
+
+        Phases end at deadlines compared with `block.timestamp`. On a chain that mines only on demand (the
+        embedded chain, anvil) the latest block keeps its old time while nobody transacts, so read there a
+        phase whose deadline has passed would seem to run on forever; the pending block carries the time a
+        transaction sent now would see.
+        """
+        fn = self.contract.functions.phase(alliance_id)
+        try:
+            return Phase(int(fn.call(block_identifier=block)))
+        except (ContractLogicError, Web3RPCError) as exc:  # as `Chain.call`, which reads only the latest block
+            reason = revert_reason(exc)
+            raise ChainError(reason, reason=reason) from exc
+
+    def now(self) -> int:
+        """The chain's time as the next transaction will see it (the pending block's timestamp)."""
+        reply = self.chain.w3.eth.call({"data": _TIMESTAMP_INIT_CODE}, block_identifier="pending")
+        return int.from_bytes(bytes(reply), "big")
+
+    def catch_up_clock(self, alliance_id: int) -> bool:
+        """On a chain that mines only on demand, mine an empty block if a deadline passed since the latest one.
+
+        Gas estimates (anvil's), revert replays and anyone reading the latest block (the explorer, other
+        tools) judge the phase by the latest block's time: after a quiet spell they would still see a phase
+        that is over. Returns whether a block was mined.
+        """
+        if not self.chain.is_local or self.phase(alliance_id) == self.phase(alliance_id, block="latest"):
+            return False
+        self.chain.mine()
+        return True
 
     def role_in(self, alliance_id: int, round_number: int, account: str) -> tuple[RoundRole, int]:
         role, index = self._call("roleIn", alliance_id, round_number, Web3.to_checksum_address(account))

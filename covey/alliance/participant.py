@@ -11,6 +11,8 @@ committed update, checks it against its hash, recomputes the robust aggregate, s
 its own data (`scoring.accept_mask`) and commit-reveals its per-update votes with the hash of the
 model the round started from. Under `covey_trust` a voter votes what the rule keeps instead
 (`scoring.trust_votes`), from public data only, so honest voters agree whatever data they hold.
+With a `MemberState` a voter writes its vote and salt to disk before committing, so that a member
+restarted after its commit still reveals (without one, as in-process runs do, the salt lives in memory).
 A `Behaviour` turns a member into an attacker for tests and the demo.
 """
 
@@ -18,7 +20,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -33,7 +36,9 @@ from covey.alliance.ledger import ModelLedger
 from covey.alliance.rules import aggregate_by_rule, needs_reference, trust_reference
 from covey.alliance.scoring import accept_mask, score_updates, trust_votes
 from covey.alliance.spec import AllianceSpec
-from covey.errors import StorageError
+from covey.alliance.state import MemberState, VoteRecord
+from covey.chain.alliance_deploy import vote_commitment
+from covey.errors import ChainError, StorageError
 from covey.ml import TrainConfig, evaluate, flatten, train, unflatten
 from covey.ml.datasets import Dataset
 from covey.storage import ArtifactStore
@@ -96,6 +101,8 @@ class RoundWork:
     salt: bytes | None = None
     vote_committed: bool = False
     revealed: bool = False
+    recalled: bool = False  # the chain and the state file were asked what an earlier run of this member did
+    saved_vote: VoteRecord | None = None  # on disk but not (yet) on chain: commit exactly this one
     scores: list[float] = field(default_factory=list)
 
 
@@ -115,6 +122,7 @@ class Participant:
         ledger: ModelLedger | None = None,
         privacy: DPConfig | None = None,
         num_threads: int | None = 1,
+        state: MemberState | None = None,
     ) -> None:
         spec.check_data(data)
         self.account = account
@@ -128,6 +136,7 @@ class Participant:
         self.privacy_spent: list[tuple[float, float]] = []  # (epsilon, delta) over all rounds so far, per round
         self._private_trainer: PrivateTrainer | None = None
         self.num_threads = num_threads
+        self.state = state  # where votes are written before they are committed; None keeps them in memory
         self._data = data  # private: never serialised, uploaded or logged
         self._model = spec.build_model()
         self._work: dict[int, RoundWork] = {}
@@ -149,12 +158,12 @@ class Participant:
         if phase in (Phase.IDLE, Phase.ARMED, Phase.COMPLETE):
             return []
         round_number = self.client.alliance(self.alliance_id).current_round
-        role, _ = self.client.role_in(self.alliance_id, round_number, self.address)
+        role, index = self.client.role_in(self.alliance_id, round_number, self.address)
         work = self._work.setdefault(round_number, RoundWork())
         if role == RoundRole.PROPOSER:
             return self._propose(round_number, phase, work)
         if role == RoundRole.VOTER:
-            return self._vote(round_number, phase, work)
+            return self._vote(round_number, index, phase, work)
         return []
 
     # -- proposer --------------------------------------------------------------------------------------
@@ -210,22 +219,69 @@ class Participant:
 
     # -- voter -----------------------------------------------------------------------------------------
 
-    def _vote(self, round_number: int, phase: Phase, work: RoundWork) -> list[str]:
+    def _vote(self, round_number: int, index: int, phase: Phase, work: RoundWork) -> list[str]:
+        done = self._recall_vote(round_number, index, work) if not work.recalled else []
         if phase == Phase.COMMITTING and not work.vote_committed:
-            decided = self.decide_vote(round_number)
-            if decided is None:
-                return []
-            mask, model_hash = decided
-            salt = os.urandom(32)
-            self.client.commit_vote(self.alliance_id, mask, model_hash, salt, self.account)
-            work.vote_mask, work.model_hash, work.salt, work.vote_committed = mask, model_hash, salt, True
-            return [f"committed vote {work.vote_mask:#b}"]
-        if phase == Phase.REVEALING and work.vote_committed and not work.revealed:
-            assert work.vote_mask is not None and work.model_hash is not None and work.salt is not None
-            self.client.reveal_vote(self.alliance_id, work.vote_mask, work.model_hash, work.salt, self.account)
+            record = work.saved_vote
+            if record is None:
+                decided = self.decide_vote(round_number)
+                if decided is None:
+                    return done
+                mask, model_hash = decided
+                seed = self.client.round(self.alliance_id, round_number).seed
+                record = VoteRecord(round_number, seed, mask, model_hash, os.urandom(32))
+                if self.state is not None:
+                    self.state.save_vote(record)  # the salt must be on disk before the commitment is on chain
+                work.saved_vote = record
+            with self._recall_on_failure(work):
+                self.client.commit_vote(
+                    self.alliance_id, record.accept_mask, record.model_hash, record.salt, self.account
+                )
+            work.vote_mask, work.model_hash, work.salt = record.accept_mask, record.model_hash, record.salt
+            work.vote_committed = True
+            return [*done, f"committed vote {record.accept_mask:#b}"]
+        if phase == Phase.REVEALING and work.vote_committed and not work.revealed and work.salt is not None:
+            assert work.vote_mask is not None and work.model_hash is not None
+            with self._recall_on_failure(work):
+                self.client.reveal_vote(self.alliance_id, work.vote_mask, work.model_hash, work.salt, self.account)
             work.revealed = True
-            return [f"revealed vote {work.vote_mask:#b}"]
-        return []
+            return [*done, f"revealed vote {work.vote_mask:#b}"]
+        return done
+
+    @staticmethod
+    @contextmanager
+    def _recall_on_failure(work: RoundWork) -> Iterator[None]:
+        """A vote transaction failed: ask the chain again next time (an earlier run's may have landed since)."""
+        try:
+            yield
+        except ChainError:
+            work.recalled = False
+            raise
+
+    def _recall_vote(self, round_number: int, index: int, work: RoundWork) -> list[str]:
+        """Once per round and run: take up what an earlier run of this member did (it may have been killed).
+
+        The chain says whether our vote is committed and revealed; the state file holds the vote and salt
+        behind a commitment. A saved vote that is not on chain yet is the one to commit (its salt may have
+        gone out in a transaction that never landed). Returns a note when a committed vote cannot be revealed.
+        """
+        work.recalled = True
+        saved = None
+        if self.state is not None:
+            saved = self.state.vote(round_number, self.client.round(self.alliance_id, round_number).seed)
+        vote = self.client.votes(self.alliance_id, round_number)[index]
+        if not vote.committed:
+            work.saved_vote = saved
+            return []
+        work.vote_committed, work.revealed = True, vote.revealed
+        if vote.revealed:
+            return []
+        if saved is None or vote_commitment(saved.accept_mask, saved.model_hash, saved.salt, self.address) != (
+            vote.commitment
+        ):
+            return ["cannot reveal: the vote committed on chain is not the one saved in this member's state"]
+        work.vote_mask, work.model_hash, work.salt = saved.accept_mask, saved.model_hash, saved.salt
+        return [f"recalled committed vote {saved.accept_mask:#b}"]
 
     def decide_vote(self, round_number: int) -> tuple[int, bytes] | None:
         """This voter's accept mask and model hash for the round, or None while it waits for uploads."""
@@ -291,7 +347,7 @@ class Participant:
     def _stop_waiting(self, round_number: int) -> bool:
         info = self.client.round(self.alliance_id, round_number)
         commit_s = self.client.alliance(self.alliance_id).commit_duration
-        return self.client.chain.timestamp() >= info.commit_end - UPLOAD_WAIT_FRACTION * commit_s
+        return self.client.now() >= info.commit_end - UPLOAD_WAIT_FRACTION * commit_s
 
     def _evaluate(self, vector: np.ndarray) -> float:
         unflatten(self._model, vector.astype(np.float32))

@@ -278,27 +278,24 @@ def play_round(
             continue
         if client.phase(alliance_id) != phase:
             continue
-        _wait_for_deadline(client, alliance_id, nobody_else=all_in_process)
+        _wait_for_deadline(client, alliance_id, phase, nobody_else=all_in_process)
 
 
-def _wait_for_deadline(client: AllianceClient, alliance_id: int, *, nobody_else: bool) -> None:
+def _wait_for_deadline(client: AllianceClient, alliance_id: int, phase: Phase, *, nobody_else: bool) -> None:
     """Nobody here acted: wait in real time for the phase's deadline (the clock is never moved).
 
     When `nobody_else` can act either (every participant is in this process) only the deadline can end
-    the phase, so wait for it outright; otherwise poll. A local chain that mines on demand gets an empty
-    block once its deadline has passed, so that the phase view (read at the latest block) moves on.
+    the phase, so wait for it outright. Otherwise poll, and once a deadline has passed on a chain that
+    mines only on demand, mine one empty block: with a member silent nobody else may send a transaction,
+    and contracts, gas estimates and anyone reading the latest block would see the phase run on forever.
     """
-    chain = client.chain
     info = client.round(alliance_id, client.alliance(alliance_id).current_round)
-    latest = chain.timestamp()
-    deadline = next((end for end in (info.propose_end, info.commit_end, info.reveal_end) if end > latest), None)
-    if deadline is None:
+    deadline = {Phase.PROPOSING: info.propose_end, Phase.COMMITTING: info.commit_end}.get(phase, info.reveal_end)
+    if phase not in (Phase.PROPOSING, Phase.COMMITTING, Phase.REVEALING):
         time.sleep(IDLE_POLL_S)
     elif nobody_else:
-        chain.wait_until(deadline)
-    elif chain.is_local and chain.now() >= deadline:
-        chain.mine()
-    else:
+        client.chain.wait_until(deadline)
+    elif not client.catch_up_clock(alliance_id):
         time.sleep(IDLE_POLL_S)
 
 

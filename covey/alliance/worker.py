@@ -4,6 +4,8 @@ The member's key comes from the environment (`COVEY_PARTICIPANT_KEY`, never the 
 other users can list); its private data is loaded here from its partition index and never leaves.
 It fetches the alliance's spec from the store by its on-chain hash, then polls the chain and acts
 until the alliance completes, logging each action as a JSON line and writing a result file at the end.
+Its votes and salts go to a state file under the data directory before they are committed, so a member
+restarted with the same key (after a crash or a SIGKILL) reveals what it committed.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     from covey.alliance.participant import Behaviour, Participant
     from covey.alliance.runner import RunConfig, private_partition
     from covey.alliance.spec import AllianceSpec
+    from covey.alliance.state import MemberState
     from covey.chain.chain import Chain
     from covey.config import get_settings
     from covey.errors import CoveyError
@@ -52,10 +55,12 @@ def main(argv: list[str] | None = None) -> int:
     config = RunConfig.from_json(args.config)
     chain = Chain.from_rpc(args.rpc)
     client = AllianceClient(chain, args.alliance)
-    store = open_store(args.store, get_settings().data_dir)
+    data_dir = get_settings().data_dir
+    store = open_store(args.store, data_dir)
     spec = AllianceSpec.from_bytes(store.get(client.alliance(args.id).spec_hash.hex()))
+    account = Account.from_key(key)
     participant = Participant(
-        Account.from_key(key),
+        account,
         client,
         store,
         args.id,
@@ -63,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         spec,
         behaviour=Behaviour.named(config.behaviours[args.index]),
         privacy=config.privacy(),
+        state=MemberState(data_dir, client.address, args.id, account.address),
     )
     log = {"member": participant.address, "index": args.index}
     if args.ready is not None:

@@ -18,7 +18,7 @@ from covey.storage._base import (
     parse_digest,
     sha256_hex,
 )
-from covey.storage._local import LocalStore
+from covey.storage._local import LocalStore, atomic_writer
 from covey.storage._s3 import S3Store
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "ArtifactStore",
     "LocalStore",
     "S3Store",
+    "atomic_writer",
     "bytes32_to_digest",
     "digest_to_bytes32",
     "open_store",

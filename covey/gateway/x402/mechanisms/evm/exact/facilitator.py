@@ -44,6 +44,7 @@ from covey.gateway.x402.mechanisms.evm.exact.onchain import (
     reason_from_revert,
     settle_through_batcher,
     transfer_call,
+    transfer_gas,
     tx_hash,
 )
 from covey.gateway.x402.mechanisms.evm.ledger import DEFAULT_BALANCE_TTL_S, BalanceLedger
@@ -450,10 +451,12 @@ class ExactEvmFacilitator:
         except _Invalid as invalid:
             return self._failed(requirements, invalid.reason, str(invalid), invalid.payer)
         # No reads first: the transaction's gas estimate runs the token's checks, and a used nonce is then
-        # looked up on chain, so a repeated settle answers with the transfer that already happened.
+        # looked up on chain, so a repeated settle answers with the transfer that already happened. The gas
+        # limit leaves room for the payee being emptied between the estimate and the transfer's block.
         sent_at = time.monotonic()
         try:
-            receipt = self.chain.transact(self._transfer_fn(payment), self.signer)
+            fn = self._transfer_fn(payment)
+            receipt = self.chain.transact(fn, self.signer, gas=transfer_gas(fn, self.signer.address))
         except ChainError as exc:
             self._balance_moved(payment, None)
             earlier = self._earlier_settlement(payment, requirements)

@@ -9,9 +9,11 @@ from eth_utils import keccak
 from web3 import Web3
 from web3.contract import Contract
 from web3.contract.contract import ContractFunction
+from web3.exceptions import ContractLogicError, Web3RPCError
 from web3.types import TxReceipt
 
 from covey.chain import Chain
+from covey.chain.chain import GAS_MARGIN, revert_reason
 from covey.errors import ChainError
 from covey.gateway.x402.errors import Reason
 from covey.gateway.x402.mechanisms.evm.eip3009 import (
@@ -31,6 +33,11 @@ PAYMENT_SETTLED_TOPIC = keccak(text="PaymentSettled(address,address,bytes32,addr
 BATCH_BASE_GAS = 100_000
 BATCH_GAS_PER_PAYMENT = 100_000
 AUTHORIZATION_STATE_SELECTOR = keccak(text="authorizationState(address,bytes32)")[:4]
+# What a transfer costs more when the payee's balance is zero by the time it is mined than when the gas was
+# estimated: writing a zero slot costs 22,100 gas (cold), a non-zero one 5,000 (EIP-2929/2200). Someone can
+# empty the payee in between (a gateway passing what agents paid on to its hosts does), and a 20% margin
+# over a ~68k estimate (~14k) does not cover it: the transfer ran out of gas and the payment failed.
+PAYEE_EMPTIED_GAS = 22_100 - 5_000
 
 
 class EncodedCall:
@@ -60,6 +67,20 @@ def transfer_call(token: Contract, auth: Authorization, signature: str) -> Any:
     return token.functions.transferWithAuthorization(
         auth.payer, auth.payee, auth.value, auth.valid_after, auth.valid_before, auth.nonce, v, r, s
     )
+
+
+def transfer_gas(fn: ContractFunction, sender: str) -> int:
+    """A gas limit for one `transferWithAuthorization`: the estimate now, plus what others can change first.
+
+    The estimate runs the token's checks: a refused transfer raises `ChainError` with the token's reason
+    before anything is sent. Gas left over is not charged, so the headroom costs nothing.
+    """
+    try:
+        estimate = int(fn.estimate_gas({"from": sender}))
+    except (ContractLogicError, Web3RPCError) as exc:
+        reason = revert_reason(exc)
+        raise ChainError(f"{fn.fn_name} reverted: {reason}", reason=reason) from exc
+    return int(estimate * GAS_MARGIN) + PAYEE_EMPTIED_GAS
 
 
 def settle_through_batcher(
