@@ -418,16 +418,21 @@ async def _stream(
         first: str | None = await stream.__anext__()
     except StopAsyncIteration:
         first = None
-    service.served(payment, stream.host)
+    service.served(payment, stream.host, streaming=True)
     return StreamingResponse(
-        _events(service, stream, shape, first, include_usage),
+        _events(service, stream, shape, first, include_usage, payment),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **_host_header(stream.host)},
     )
 
 
 async def _events(
-    service: GatewayService, stream: GenerationStream, shape: _Shape, first: str | None, include_usage: bool
+    service: GatewayService,
+    stream: GenerationStream,
+    shape: _Shape,
+    first: str | None,
+    include_usage: bool,
+    payment: VerifiedPayment | None,
 ) -> AsyncIterator[bytes]:
     for chunk in shape.opening():
         yield sse(chunk)
@@ -442,6 +447,8 @@ async def _events(
         return
     finally:
         await stream.aclose()
+        # The host that finished the answer (another one if its first host died) earns the payment.
+        service.stream_ended(payment, stream.host)
     completion = stream.completion
     if completion is None:
         return

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -67,6 +68,11 @@ class GatewayService:
         self.max_tokens_limit = max_tokens_limit
         self.refresh_interval_s = refresh_interval_s
         self._served_by: OrderedDict[str, tuple[str | None, int]] = OrderedDict()
+        # A stream can fail over to another host mid-answer: who earns it is known only when it ends, and
+        # a strict payment settles before the first byte, so such credits wait here for the stream's end.
+        self._streaming: OrderedDict[str, None] = OrderedDict()
+        self._settled_mid_stream: set[str] = set()
+        self._attribution_lock = threading.Lock()
         self._last_miss_refresh = 0.0
         self._refresher: asyncio.Task[None] | None = None
 
@@ -124,16 +130,45 @@ class GatewayService:
             request, price.price_atomic, handler, description=description, mime_type="application/json"
         )
 
-    def served(self, payment: VerifiedPayment | None, host: str | None) -> None:
-        """Remember who served a paid request, to credit them when the payment settles."""
+    def served(self, payment: VerifiedPayment | None, host: str | None, *, streaming: bool = False) -> None:
+        """Remember who served a paid request, to credit them when the payment settles.
+
+        For a stream (`streaming`), `host` is who sent the first piece; `stream_ended` names who finished it.
+        """
         if payment is None:
             return
-        self._served_by[payment.key] = (host, int(payment.requirements.amount))
-        while len(self._served_by) > ATTRIBUTION_LIMIT:
-            self._served_by.popitem(last=False)
+        with self._attribution_lock:
+            self._served_by[payment.key] = (host, int(payment.requirements.amount))
+            while len(self._served_by) > ATTRIBUTION_LIMIT:
+                self._served_by.popitem(last=False)
+            if streaming:
+                self._streaming[payment.key] = None
+                while len(self._streaming) > ATTRIBUTION_LIMIT:
+                    self._settled_mid_stream.discard(self._streaming.popitem(last=False)[0])
+
+    def stream_ended(self, payment: VerifiedPayment | None, host: str | None) -> None:
+        """A paid stream ended, finished by `host` (after any failover): it earns the payment."""
+        if payment is None:
+            return
+        with self._attribution_lock:
+            self._streaming.pop(payment.key, None)
+            if payment.key in self._served_by:
+                self._served_by[payment.key] = (host, self._served_by[payment.key][1])
+            if payment.key not in self._settled_mid_stream:
+                return
+            self._settled_mid_stream.discard(payment.key)
+        self._credit(payment.key)
 
     def settled(self, payment: VerifiedPayment) -> None:
         """A payment settled: the host that served its request has earned it (`MeteredSettlement` calls this)."""
-        host, amount = self._served_by.pop(payment.key, (None, 0))
+        with self._attribution_lock:
+            if payment.key in self._streaming:
+                self._settled_mid_stream.add(payment.key)
+                return
+        self._credit(payment.key)
+
+    def _credit(self, key: str) -> None:
+        with self._attribution_lock:
+            host, amount = self._served_by.pop(key, (None, 0))
         if host is not None and self.on_host_earned is not None:
-            self.on_host_earned(host, amount, payment.key)
+            self.on_host_earned(host, amount, key)

@@ -16,9 +16,8 @@ cheapest healthy host. The story, as an agent and the hosts see it:
    request is refused with 503 before any payment is asked for.
 5. Hosts are paid through the HostRegistry for each settled payment exactly once, plus the subsidy.
 
-Which host earns a stream that failed over: the gateway credits the host that sent its first piece, so A,
-which died, earns the whole payment and B, which finished the answer, nothing. That is a bug, reproduced
-by the xfail test below.
+Which host earns a stream that failed over: the one that finished the answer (B), not the one that sent
+its first piece and died (A); the credit waits for the stream's end even when strict settlement came first.
 """
 
 from __future__ import annotations
@@ -306,12 +305,6 @@ def test_a_host_killed_mid_stream_is_routed_around_paid_for_once_and_used_again(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a stream that fails over is credited in full to the host that sent its first piece "
-    "(GatewayService.served is called once, before streaming), so the host that died earns the payment "
-    "and the host that finished the answer earns nothing",
-)
 def test_the_host_that_finished_a_failed_over_stream_earns_from_it(story: Story) -> None:
     earned = story.earned_from_failover
     assert earned[story.b.address] > 0, earned
