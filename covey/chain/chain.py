@@ -27,6 +27,7 @@ from web3.exceptions import ContractLogicError, TimeExhausted, Web3RPCError
 from web3.types import RPCEndpoint, TxReceipt
 
 from covey.chain.compiler import compile_contract
+from covey.chain.errors import revert_reason as revert_reason
 from covey.config import Settings, get_settings
 from covey.errors import ChainError, ValidationError
 
@@ -213,20 +214,6 @@ def _duration(seconds: int) -> str:
     if seconds < 172_800:
         return f"{seconds / 3_600:.1f} h"
     return f"{seconds / 86_400:.1f} days"
-
-
-def revert_reason(exc: BaseException) -> str:
-    """The contract's own revert message from a web3 error, without web3's prefixes."""
-    if isinstance(exc, ContractLogicError) and exc.message:
-        text = str(exc.message)
-    elif isinstance(exc, Web3RPCError) and exc.rpc_response:
-        text = str(exc.rpc_response.get("error", {}).get("message", exc))
-    else:
-        text = str(exc)
-    for prefix in ("execution reverted: ", "execution reverted"):
-        if text.startswith(prefix):
-            text = text[len(prefix) :]
-    return text.strip() or "execution reverted"
 
 
 class Chain:

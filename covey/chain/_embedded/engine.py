@@ -32,8 +32,6 @@ from eth.exceptions import StackDepthLimit
 from eth.vm.execution_context import ExecutionContext
 from eth.vm.forks.prague import PragueVM
 from eth.vm.message import Message
-from eth_abi import decode as abi_decode
-from eth_abi.exceptions import DecodingError
 from eth_account import Account
 from eth_typing import Address, BlockNumber, Hash32
 from eth_utils import ValidationError as EthValidationError
@@ -41,6 +39,11 @@ from eth_utils import keccak
 from eth_utils.logging import get_extended_debug_logger
 
 from covey.chain.chain import rlp_encode, rlp_length_prefix
+from covey.chain.errors import ExecutionFailed as ExecutionFailed
+from covey.chain.errors import ExecutionReverted as ExecutionReverted
+from covey.chain.errors import StateUnavailable as StateUnavailable
+from covey.chain.errors import TransactionRejected
+from covey.chain.errors import decode_revert_reason as decode_revert_reason
 from covey.errors import ChainError
 
 CHAIN_ID = 31337
@@ -73,34 +76,6 @@ MAX_CALL_DEPTH = 100
 _SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 _MAX_S = _SECP256K1_N // 2
 
-_ERROR_SELECTOR = bytes.fromhex("08c379a0")  # Error(string)
-_PANIC_SELECTOR = bytes.fromhex("4e487b71")  # Panic(uint256)
-
-
-class TransactionRejected(ChainError):
-    """A transaction was refused before execution (nonce, funds, gas, fee, chain id, encoding).
-
-    It was neither mined nor journaled; the message says which rule it broke.
-    """
-
-
-class ExecutionReverted(ChainError):
-    """A call or gas estimate reverted; `data` is the raw revert data, `reason` its decoded text."""
-
-    def __init__(self, data: bytes) -> None:
-        reason = decode_revert_reason(data)
-        message = f"execution reverted: {reason}" if reason else "execution reverted"
-        super().__init__(message, reason=reason)
-        self.data = data
-
-
-class ExecutionFailed(ChainError):
-    """A call or gas estimate failed for a reason other than a revert (out of gas, bad opcode)."""
-
-
-class StateUnavailable(ChainError):
-    """A query asked for state at a block the engine no longer keeps (only the latest is kept)."""
-
 
 @cache
 def _dev_account(index: int) -> tuple[str, bytes]:
@@ -118,18 +93,6 @@ def dev_private_keys(n: int = DEV_ACCOUNT_COUNT) -> list[str]:
 def dev_addresses(n: int = DEV_ACCOUNT_COUNT) -> list[bytes]:
     """The first `n` dev account addresses (20 bytes each)."""
     return [_dev_account(index)[1] for index in range(n)]
-
-
-def decode_revert_reason(data: bytes) -> str | None:
-    """The text of an `Error(string)` or `Panic(uint256)` revert, or None for other data."""
-    try:
-        if data[:4] == _ERROR_SELECTOR:
-            return str(abi_decode(["string"], data[4:])[0])
-        if data[:4] == _PANIC_SELECTOR:
-            return f"panic code {abi_decode(['uint256'], data[4:])[0]:#x}"
-    except (DecodingError, ValueError, OverflowError):
-        return None
-    return None
 
 
 @dataclass(frozen=True, slots=True)
