@@ -18,7 +18,6 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from functools import cache
 from typing import Any, cast
 
 import rlp
@@ -32,13 +31,16 @@ from eth.exceptions import StackDepthLimit
 from eth.vm.execution_context import ExecutionContext
 from eth.vm.forks.prague import PragueVM
 from eth.vm.message import Message
-from eth_account import Account
 from eth_typing import Address, BlockNumber, Hash32
 from eth_utils import ValidationError as EthValidationError
 from eth_utils import keccak
 from eth_utils.logging import get_extended_debug_logger
 
-from covey.chain.chain import rlp_encode, rlp_length_prefix
+from covey.chain._rlp import rlp_encode, rlp_item_end, rlp_length_prefix, rlp_list_payload_start
+from covey.chain.devkeys import DEV_ACCOUNT_COUNT as DEV_ACCOUNT_COUNT
+from covey.chain.devkeys import DEV_MNEMONIC as DEV_MNEMONIC
+from covey.chain.devkeys import dev_addresses
+from covey.chain.devkeys import dev_private_keys as dev_private_keys
 from covey.chain.errors import ExecutionFailed as ExecutionFailed
 from covey.chain.errors import ExecutionReverted as ExecutionReverted
 from covey.chain.errors import StateUnavailable as StateUnavailable
@@ -52,8 +54,6 @@ BASE_FEE_WEI = 10**9
 GAS_PRICE_WEI = 2 * 10**9
 PRIORITY_FEE_WEI = 10**9
 COINBASE = ZERO_ADDRESS
-DEV_MNEMONIC = "test test test test test test test test test test test junk"
-DEV_ACCOUNT_COUNT = 10
 DEV_BALANCE_WEI = 10_000 * 10**18
 ZERO_HASH = b"\x00" * 32
 # BLOCKHASH can see this many ancestors (the EVM rule).
@@ -75,24 +75,6 @@ MAX_CALL_DEPTH = 100
 # valid signature of the same transaction under another hash.
 _SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 _MAX_S = _SECP256K1_N // 2
-
-
-@cache
-def _dev_account(index: int) -> tuple[str, bytes]:
-    """The (private key hex, address bytes) of dev account `index` of the standard mnemonic."""
-    Account.enable_unaudited_hdwallet_features()
-    account = Account.from_mnemonic(DEV_MNEMONIC, account_path=f"m/44'/60'/0'/0/{index}")
-    return account.key.to_0x_hex(), bytes.fromhex(account.address[2:])
-
-
-def dev_private_keys(n: int = DEV_ACCOUNT_COUNT) -> list[str]:
-    """The first `n` private keys (0x-hex) of the dev mnemonic, the same accounts anvil funds."""
-    return [_dev_account(index)[0] for index in range(n)]
-
-
-def dev_addresses(n: int = DEV_ACCOUNT_COUNT) -> list[bytes]:
-    """The first `n` dev account addresses (20 bytes each)."""
-    return [_dev_account(index)[1] for index in range(n)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,27 +239,6 @@ def decode_transaction(raw: bytes) -> SignedTransactionAPI:
         raise TransactionRejected("invalid raw transaction: RLP lists nested too deeply") from None
 
 
-def _rlp_item_end(data: bytes, position: int) -> int:
-    """Where the RLP item starting at `position` ends."""
-    prefix = data[position]
-    if prefix < 0x80:
-        return position + 1
-    if prefix <= 0xB7:
-        return position + 1 + prefix - 0x80
-    if prefix <= 0xBF:
-        size_bytes = prefix - 0xB7
-        return position + 1 + size_bytes + int.from_bytes(data[position + 1 : position + 1 + size_bytes], "big")
-    if prefix <= 0xF7:
-        return position + 1 + prefix - 0xC0
-    size_bytes = prefix - 0xF7
-    return position + 1 + size_bytes + int.from_bytes(data[position + 1 : position + 1 + size_bytes], "big")
-
-
-def _list_payload_start(data: bytes, position: int) -> int:
-    prefix = data[position]
-    return position + 1 if prefix <= 0xF7 else position + 1 + prefix - 0xF7
-
-
 def recover_dynamic_fee_sender(raw: bytes, tx: SignedTransactionAPI) -> bytes | None:
     """The sender of a decoded type-2 transaction, recovered straight from its raw bytes.
 
@@ -288,9 +249,9 @@ def recover_dynamic_fee_sender(raw: bytes, tx: SignedTransactionAPI) -> bytes | 
     if raw[:1] != b"\x02" or tx.type_id != _DYNAMIC_FEE_TX_TYPE:
         return None
     try:
-        start = position = _list_payload_start(raw, 1)
+        start = position = rlp_list_payload_start(raw, 1)
         for _ in range(9):
-            position = _rlp_item_end(raw, position)
+            position = rlp_item_end(raw, position)
         message = b"\x02" + rlp_length_prefix(position - start, 0xC0) + raw[start:position]
         signature = tx.r.to_bytes(32, "big") + tx.s.to_bytes(32, "big") + bytes([tx.y_parity])
         public_key = PublicKey.from_signature_and_message(signature, keccak(message), hasher=None)
