@@ -10,7 +10,7 @@ from covey.chain.chain import Chain, dev_accounts
 from covey.errors import ChainError
 
 if TYPE_CHECKING:
-    from covey.chain.deploy import Deployment
+    from covey.chain.manifest import Deployment
 
 FAUCET_AMOUNTS = {
     "eth_wei": 10 * 10**18,
