@@ -24,6 +24,7 @@ from covey.chain.devkeys import dev_accounts as dev_accounts
 from covey.chain.errors import revert_reason as revert_reason
 from covey.chain.signing import FastSigningAccount as FastSigningAccount
 from covey.chain.signing import sign_transaction
+from covey.chain.units import GWEI
 from covey.config import Settings, get_settings
 from covey.errors import ChainError, ValidationError
 
@@ -354,7 +355,7 @@ class Chain:
     def _sign_and_wait(self, tx: dict[str, Any], sender: LocalAccount, *, label: str) -> TxReceipt:
         eth = self.w3.eth
         base_fee = int(eth.get_block("latest").get("baseFeePerGas", 0) or 0)
-        tip = 10**9
+        tip = GWEI
         tx.update(
             chainId=self.chain_id,
             maxPriorityFeePerGas=tip,

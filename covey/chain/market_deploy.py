@@ -14,9 +14,9 @@ from web3.contract import Contract
 from covey.chain.chain import Chain
 from covey.chain.manifest import Deployment
 from covey.chain.steps import DeployContext, Step
+from covey.chain.units import COV
 
 MARKET = "Market"
-COV = 10**18
 
 
 @dataclass(frozen=True)

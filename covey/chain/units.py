@@ -16,6 +16,8 @@ USD = 10**USD_DECIMALS
 """Atomic units in one USD (the local USDToken's and USDC's 6 decimals)."""
 ETH = 10**ETH_DECIMALS
 """Wei in one ether, the gas money."""
+GWEI = 10**9
+"""Wei in one gwei, the unit gas fees are quoted in."""
 
 
 def parse_amount(text: str, decimals: int = COV_DECIMALS, *, what: str = "amount") -> int:

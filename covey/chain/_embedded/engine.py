@@ -46,15 +46,16 @@ from covey.chain.errors import ExecutionReverted as ExecutionReverted
 from covey.chain.errors import StateUnavailable as StateUnavailable
 from covey.chain.errors import TransactionRejected
 from covey.chain.errors import decode_revert_reason as decode_revert_reason
+from covey.chain.units import ETH, GWEI
 from covey.errors import ChainError
 
 CHAIN_ID = 31337
 BLOCK_GAS_LIMIT = 30_000_000
-BASE_FEE_WEI = 10**9
-GAS_PRICE_WEI = 2 * 10**9
-PRIORITY_FEE_WEI = 10**9
+BASE_FEE_WEI = GWEI
+GAS_PRICE_WEI = 2 * GWEI
+PRIORITY_FEE_WEI = GWEI
 COINBASE = ZERO_ADDRESS
-DEV_BALANCE_WEI = 10_000 * 10**18
+DEV_BALANCE_WEI = 10_000 * ETH
 ZERO_HASH = b"\x00" * 32
 # BLOCKHASH can see this many ancestors (the EVM rule).
 BLOCKHASH_WINDOW = 256
