@@ -19,6 +19,7 @@ from web3.contract.contract import ContractFunction
 from web3.exceptions import ContractLogicError, TimeExhausted, Web3RPCError
 from web3.types import RPCEndpoint, TxReceipt
 
+from covey.chain._keccak import use_fast_keccak
 from covey.chain.compiler import compile_contract
 from covey.chain.devkeys import dev_accounts as dev_accounts
 from covey.chain.errors import revert_reason as revert_reason
@@ -124,6 +125,7 @@ class Chain:
         self.data_dir = data_dir
         self._node = node
         self._send_lock = threading.Lock()
+        use_fast_keccak()  # every chain hashes a lot, client side too (signing, checksums, ABI selectors)
         try:
             self.chain_id: int = int(w3.eth.chain_id)
         except Exception as exc:  # any transport failure means "cannot reach the node"
