@@ -14,7 +14,9 @@ from web3 import Web3
 from web3.contract import Contract
 
 from covey.chain.chain import Chain
-from covey.chain.deploy import COV, DeployContext, Deployment, Step
+from covey.chain.manifest import Deployment
+from covey.chain.steps import DeployContext, Step
+from covey.chain.units import COV
 from covey.errors import ChainError
 
 ALLIANCE = "Alliance"

@@ -15,7 +15,8 @@ from web3 import Web3
 from web3.contract import Contract
 
 from covey.chain.chain import Chain
-from covey.chain.deploy import DeployContext, Deployment, Step
+from covey.chain.manifest import Deployment
+from covey.chain.steps import DeployContext, Step
 
 ARENA = "Arena"
 

@@ -2,38 +2,36 @@
 
 from __future__ import annotations
 
-import functools
 import http.client
 import select
 import socket
 import threading
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import requests
-from coincurve import PrivateKey as CurveKey
-from eth_account import Account
-from eth_account.datastructures import SignedTransaction
 from eth_account.signers.local import LocalAccount
-from eth_utils import is_checksum_address, keccak
-from hexbytes import HexBytes
 from web3 import HTTPProvider, Web3
 from web3.contract import Contract
 from web3.contract.contract import ContractFunction
 from web3.exceptions import ContractLogicError, TimeExhausted, Web3RPCError
 from web3.types import RPCEndpoint, TxReceipt
 
+from covey.chain._keccak import use_fast_keccak
 from covey.chain.compiler import compile_contract
+from covey.chain.devkeys import dev_accounts as dev_accounts
+from covey.chain.errors import revert_reason as revert_reason
+from covey.chain.signing import FastSigningAccount as FastSigningAccount
+from covey.chain.signing import sign_transaction
+from covey.chain.units import GWEI
 from covey.config import Settings, get_settings
 from covey.errors import ChainError, ValidationError
 
 if TYPE_CHECKING:
     from covey.chain._embedded.node import Durability
 
-DEV_MNEMONIC = "test test test test test test test test test test test junk"
 LOCAL_CHAIN_IDS = frozenset({31337, 1337})
 GAS_MARGIN = 1.2
 RECEIPT_TIMEOUT_S = 120.0
@@ -43,13 +41,6 @@ CLOCK_TOLERANCE_S = 60
 """How far a chain's clock may be from wall time before commands warn: x402 clients sign validity windows
 from wall time, so a chain clock far ahead refuses their payments as expired."""
 WAIT_POLL_S = 0.5
-
-
-def dev_accounts(count: int = 10) -> list[LocalAccount]:
-    """The funded dev accounts of the standard test mnemonic (the same ones anvil and hardhat fund)."""
-    Account.enable_unaudited_hdwallet_features()
-    accounts = [Account.from_mnemonic(DEV_MNEMONIC, account_path=f"m/44'/60'/0'/0/{i}") for i in range(count)]
-    return [FastSigningAccount(account._key_obj, Account) for account in accounts]  # type: ignore[arg-type]
 
 
 class LoopbackHTTPProvider(HTTPProvider):
@@ -110,100 +101,6 @@ class LoopbackHTTPProvider(HTTPProvider):
         self._local.connection = None
 
 
-# -- signing ---------------------------------------------------------------------------------------------
-
-_DYNAMIC_FEE_FIELDS = frozenset(
-    {"type", "chainId", "nonce", "maxFeePerGas", "maxPriorityFeePerGas", "gas", "to", "value", "data"}
-)
-_REQUIRED_DYNAMIC_FEE_FIELDS = ("chainId", "nonce", "maxFeePerGas", "maxPriorityFeePerGas", "gas")
-
-
-def sign_transaction(account: LocalAccount, tx: Mapping[str, Any]) -> SignedTransaction:
-    """`account.sign_transaction(tx)`, ~15x faster for the common EIP-1559 transaction.
-
-    eth-account spends ~1 ms per signature in formatters and validation; a plain type-2 dict
-    (int fields, hex or bytes data, a checksummed `to`, no access list) is encoded and signed
-    here directly, with the same key backend, into the same bytes. Anything else goes to
-    eth-account.
-    """
-    fast = _sign_dynamic_fee(account.key, tx)
-    return fast if fast is not None else account.sign_transaction(dict(tx))
-
-
-class FastSigningAccount(LocalAccount):
-    """A `LocalAccount` whose `sign_transaction` takes the fast path of `sign_transaction`."""
-
-    def sign_transaction(self, transaction_dict: Any, blobs: Any = None) -> SignedTransaction:
-        fast = _sign_dynamic_fee(self.key, transaction_dict) if blobs is None else None
-        return fast if fast is not None else super().sign_transaction(transaction_dict, blobs)
-
-
-def _uint(value: Any) -> bool:
-    return type(value) is int and value >= 0
-
-
-_cached_checksum_check = functools.lru_cache(maxsize=1024)(is_checksum_address)
-_curve_key = functools.lru_cache(maxsize=64)(CurveKey)  # deriving the public key costs as much as signing
-
-
-def rlp_length_prefix(length: int, offset: int) -> bytes:
-    """The RLP prefix of a string (`offset` 0x80) or list (0xC0) payload of `length` bytes."""
-    if length < 56:
-        return bytes([offset + length])
-    encoded = length.to_bytes((length.bit_length() + 7) // 8, "big")
-    return bytes([offset + 55 + len(encoded)]) + encoded
-
-
-def rlp_encode(item: int | bytes | list[Any]) -> bytes:
-    """RLP of non-negative ints, bytes and lists of them (pyrlp infers sedes per item, 10x slower)."""
-    if isinstance(item, list):
-        payload = b"".join(rlp_encode(element) for element in item)
-        return rlp_length_prefix(len(payload), 0xC0) + payload
-    if isinstance(item, int):
-        item = item.to_bytes((item.bit_length() + 7) // 8, "big")
-    if len(item) == 1 and item[0] < 0x80:
-        return item
-    return rlp_length_prefix(len(item), 0x80) + item
-
-
-def _sign_dynamic_fee(private_key: bytes, tx: Any) -> SignedTransaction | None:
-    """The signed type-2 transaction `tx`, or None if it is not the plain shape handled here."""
-    if not isinstance(tx, Mapping) or tx.get("type", 2) not in (2, "0x2") or not _DYNAMIC_FEE_FIELDS.issuperset(tx):
-        return None
-    if not all(_uint(tx.get(field)) for field in _REQUIRED_DYNAMIC_FEE_FIELDS) or not _uint(tx.get("value", 0)):
-        return None
-    to = tx.get("to", b"")
-    if isinstance(to, str):
-        if not _cached_checksum_check(to):
-            return None
-        to = bytes.fromhex(to[2:])
-    data = tx.get("data", b"")
-    if isinstance(data, str):
-        if data[:2] not in ("0x", "0X") or len(data) % 2:
-            return None
-        try:
-            data = bytes.fromhex(data[2:])
-        except ValueError:
-            return None
-    if not isinstance(to, bytes) or len(to) not in (0, 20) or not isinstance(data, bytes):
-        return None
-    fields = [
-        tx["chainId"],
-        tx["nonce"],
-        tx["maxPriorityFeePerGas"],
-        tx["maxFeePerGas"],
-        tx["gas"],
-        bytes(to),
-        tx.get("value", 0),
-        bytes(data),
-        [],
-    ]
-    signature = _curve_key(private_key).sign_recoverable(keccak(b"\x02" + rlp_encode(fields)), hasher=None)
-    r, s, y_parity = int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:64], "big"), signature[64]
-    raw = b"\x02" + rlp_encode([*fields, y_parity, r, s])
-    return SignedTransaction(HexBytes(raw), HexBytes(keccak(raw)), r, s, y_parity)
-
-
 def _duration(seconds: int) -> str:
     """A short human duration: "45 s", "12 min", "3.5 h", "10.2 days"."""
     if seconds < 120:
@@ -213,20 +110,6 @@ def _duration(seconds: int) -> str:
     if seconds < 172_800:
         return f"{seconds / 3_600:.1f} h"
     return f"{seconds / 86_400:.1f} days"
-
-
-def revert_reason(exc: BaseException) -> str:
-    """The contract's own revert message from a web3 error, without web3's prefixes."""
-    if isinstance(exc, ContractLogicError) and exc.message:
-        text = str(exc.message)
-    elif isinstance(exc, Web3RPCError) and exc.rpc_response:
-        text = str(exc.rpc_response.get("error", {}).get("message", exc))
-    else:
-        text = str(exc)
-    for prefix in ("execution reverted: ", "execution reverted"):
-        if text.startswith(prefix):
-            text = text[len(prefix) :]
-    return text.strip() or "execution reverted"
 
 
 class Chain:
@@ -242,6 +125,7 @@ class Chain:
         self.data_dir = data_dir
         self._node = node
         self._send_lock = threading.Lock()
+        use_fast_keccak()  # every chain hashes a lot, client side too (signing, checksums, ABI selectors)
         try:
             self.chain_id: int = int(w3.eth.chain_id)
         except Exception as exc:  # any transport failure means "cannot reach the node"
@@ -473,7 +357,7 @@ class Chain:
     def _sign_and_wait(self, tx: dict[str, Any], sender: LocalAccount, *, label: str) -> TxReceipt:
         eth = self.w3.eth
         base_fee = int(eth.get_block("latest").get("baseFeePerGas", 0) or 0)
-        tip = 10**9
+        tip = GWEI
         tx.update(
             chainId=self.chain_id,
             maxPriorityFeePerGas=tip,

@@ -7,15 +7,16 @@ from typing import TYPE_CHECKING
 from web3 import Web3
 
 from covey.chain.chain import Chain, dev_accounts
+from covey.chain.units import COV, ETH, USD
 from covey.errors import ChainError
 
 if TYPE_CHECKING:
-    from covey.chain.deploy import Deployment
+    from covey.chain.manifest import Deployment
 
 FAUCET_AMOUNTS = {
-    "eth_wei": 10 * 10**18,
-    "usd_units": 1_000 * 10**6,
-    "cov_units": 10_000 * 10**18,
+    "eth_wei": 10 * ETH,
+    "usd_units": 1_000 * USD,
+    "cov_units": 10_000 * COV,
 }
 
 

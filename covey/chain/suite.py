@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import importlib
 
-from covey.chain.deploy import CORE_STEPS, COV, DeployContext, Step
+from covey.chain.steps import CORE_STEPS, DeployContext, Step
+from covey.chain.units import COV
 
 ARENA_TREASURY_ALLOWANCE_COV = 10_000_000
 """How much emission the Treasury may add to Arena task pools (via `Arena.fundFromTreasury`)."""

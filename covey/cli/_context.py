@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import getpass
-import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,6 +15,7 @@ from covey.chain import Chain
 from covey.chain.deploy import Deployment, load_deployment
 from covey.chain.wallets import Keystore
 from covey.config import Settings, get_settings
+from covey.config import debug_enabled as debug_enabled
 from covey.errors import WalletError
 
 NO_SIGNER = "no signing account: pass --from NAME or set COVEY_KEY"
@@ -79,10 +79,6 @@ class Context:
     def close(self) -> None:
         if "chain" in self.__dict__:
             self.chain.close()
-
-
-def debug_enabled() -> bool:
-    return os.environ.get("COVEY_DEBUG", "") not in ("", "0")
 
 
 @contextmanager

@@ -4,19 +4,28 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from covey.errors import ValidationError
+from covey.chain.units import COV_DECIMALS, USD_DECIMALS, format_units, parse_amount
 
 console = Console()
 error_console = Console(stderr=True, soft_wrap=True)
 
-COV_DECIMALS = 18
-USD_DECIMALS = 6
+# Units moved to covey.chain.units; the commands keep importing them from here.
+__all__ = [
+    "COV_DECIMALS",
+    "USD_DECIMALS",
+    "console",
+    "error_console",
+    "format_units",
+    "parse_amount",
+    "print_json",
+    "table",
+]
 
 
 def print_json(data: Any) -> None:
@@ -33,24 +42,3 @@ def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> 
     for row in rows:
         result.add_row(*(str(cell) for cell in row))
     return result
-
-
-def parse_amount(text: str, decimals: int = COV_DECIMALS, *, what: str = "amount") -> int:
-    """Token units from a decimal string ("12.5" COV -> 12.5e18); zero or negative is an error."""
-    try:
-        value = Decimal(text.strip())
-    except (InvalidOperation, AttributeError) as exc:
-        raise ValidationError(f"malformed {what} {text!r}: expected a decimal number") from exc
-    if not value.is_finite() or value <= 0:
-        raise ValidationError(f"{what} must be a positive number, got {text!r}")
-    units = value * (Decimal(10) ** decimals)
-    if units != units.to_integral_value():
-        raise ValidationError(f"{what} {text!r} has more than {decimals} decimals")
-    return int(units)
-
-
-def format_units(units: int, decimals: int = COV_DECIMALS, places: int = 4) -> str:
-    """Token units as a human decimal string, e.g. 1500000000000000000 -> '1.5'."""
-    value = Decimal(units) / (Decimal(10) ** decimals)
-    text = f"{value:,.{places}f}".rstrip("0").rstrip(".")
-    return text or "0"

@@ -8,9 +8,10 @@ from typing import Any
 import typer
 
 from covey.chain.roles import Role
+from covey.chain.units import format_units, parse_amount
 from covey.chain.wallets import parse_address
 from covey.cli._context import Context, open_context
-from covey.cli._output import console, format_units, parse_amount, print_json, table
+from covey.cli._output import console, print_json, table
 
 app = typer.Typer(
     help="Staking: stake, delegate, claim rewards, commission, unbond, withdraw, show.", no_args_is_help=True

@@ -9,9 +9,10 @@ from typing import Any
 import typer
 
 from covey.chain.faucet import FAUCET_AMOUNTS, fund
+from covey.chain.units import COV_DECIMALS, USD_DECIMALS, format_units
 from covey.chain.wallets import parse_address
 from covey.cli._context import Context, open_context
-from covey.cli._output import COV_DECIMALS, USD_DECIMALS, console, format_units, print_json, table
+from covey.cli._output import console, print_json, table
 from covey.errors import WalletError
 
 app = typer.Typer(help="Wallets: encrypted keys under COVEY_HOME/keys, balances, the dev faucet.", no_args_is_help=True)

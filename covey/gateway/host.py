@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
@@ -278,10 +277,10 @@ def main(argv: list[str] | None = None) -> None:
 
     # Requests run concurrently on worker threads; intra-op threads would only spin against them.
     torch.set_num_threads(1)
-    key = os.environ.get(HOST_KEY_ENV)
+    settings = get_settings()
+    key = settings.host_key.get_secret_value() if settings.host_key else None
     if not key:
         parser.error(f"set {HOST_KEY_ENV} to the host's private key")
-    settings = get_settings()
     chain = Chain.from_rpc(args.rpc_url) if args.rpc_url else Chain.connect(settings)
     deployment = None if (args.arena and args.registry) else load_deployment(chain)
     arena = args.arena or (find_arena(chain, deployment) if deployment else None)

@@ -14,11 +14,11 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from covey.config import get_settings
 from covey.errors import ConfigError, StorageError
 from covey.storage._base import ArtifactRef, check_hash, check_size, parse_digest, sha256_file, sha256_hex, verify
 from covey.storage._local import atomic_writer
 
-ENDPOINT_ENV = "COVEY_S3_ENDPOINT_URL"
 _MISSING_CODES = {"404", "NoSuchKey", "NotFound"}
 _CHUNK_BYTES = 1 << 20
 
@@ -55,7 +55,7 @@ class S3Store:
         self.bucket = parts.netloc
         self.prefix = parts.path.strip("/")
         self.url = f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
-        self.endpoint_url = endpoint_url or _first(query, "endpoint_url") or os.environ.get(ENDPOINT_ENV) or None
+        self.endpoint_url = endpoint_url or _first(query, "endpoint_url") or get_settings().s3_endpoint_url or None
         region = _first(query, "region") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
         self._client = client or boto3.session.Session().client(
             "s3",

@@ -18,7 +18,6 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from functools import cache
 from typing import Any, cast
 
 import rlp
@@ -32,26 +31,31 @@ from eth.exceptions import StackDepthLimit
 from eth.vm.execution_context import ExecutionContext
 from eth.vm.forks.prague import PragueVM
 from eth.vm.message import Message
-from eth_abi import decode as abi_decode
-from eth_abi.exceptions import DecodingError
-from eth_account import Account
 from eth_typing import Address, BlockNumber, Hash32
 from eth_utils import ValidationError as EthValidationError
 from eth_utils import keccak
 from eth_utils.logging import get_extended_debug_logger
 
-from covey.chain.chain import rlp_encode, rlp_length_prefix
+from covey.chain._rlp import rlp_encode, rlp_item_end, rlp_length_prefix, rlp_list_payload_start
+from covey.chain.devkeys import DEV_ACCOUNT_COUNT as DEV_ACCOUNT_COUNT
+from covey.chain.devkeys import DEV_MNEMONIC as DEV_MNEMONIC
+from covey.chain.devkeys import dev_addresses
+from covey.chain.devkeys import dev_private_keys as dev_private_keys
+from covey.chain.errors import ExecutionFailed as ExecutionFailed
+from covey.chain.errors import ExecutionReverted as ExecutionReverted
+from covey.chain.errors import StateUnavailable as StateUnavailable
+from covey.chain.errors import TransactionRejected
+from covey.chain.errors import decode_revert_reason as decode_revert_reason
+from covey.chain.units import ETH, GWEI
 from covey.errors import ChainError
 
 CHAIN_ID = 31337
 BLOCK_GAS_LIMIT = 30_000_000
-BASE_FEE_WEI = 10**9
-GAS_PRICE_WEI = 2 * 10**9
-PRIORITY_FEE_WEI = 10**9
+BASE_FEE_WEI = GWEI
+GAS_PRICE_WEI = 2 * GWEI
+PRIORITY_FEE_WEI = GWEI
 COINBASE = ZERO_ADDRESS
-DEV_MNEMONIC = "test test test test test test test test test test test junk"
-DEV_ACCOUNT_COUNT = 10
-DEV_BALANCE_WEI = 10_000 * 10**18
+DEV_BALANCE_WEI = 10_000 * ETH
 ZERO_HASH = b"\x00" * 32
 # BLOCKHASH can see this many ancestors (the EVM rule).
 BLOCKHASH_WINDOW = 256
@@ -72,64 +76,6 @@ MAX_CALL_DEPTH = 100
 # valid signature of the same transaction under another hash.
 _SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 _MAX_S = _SECP256K1_N // 2
-
-_ERROR_SELECTOR = bytes.fromhex("08c379a0")  # Error(string)
-_PANIC_SELECTOR = bytes.fromhex("4e487b71")  # Panic(uint256)
-
-
-class TransactionRejected(ChainError):
-    """A transaction was refused before execution (nonce, funds, gas, fee, chain id, encoding).
-
-    It was neither mined nor journaled; the message says which rule it broke.
-    """
-
-
-class ExecutionReverted(ChainError):
-    """A call or gas estimate reverted; `data` is the raw revert data, `reason` its decoded text."""
-
-    def __init__(self, data: bytes) -> None:
-        reason = decode_revert_reason(data)
-        message = f"execution reverted: {reason}" if reason else "execution reverted"
-        super().__init__(message, reason=reason)
-        self.data = data
-
-
-class ExecutionFailed(ChainError):
-    """A call or gas estimate failed for a reason other than a revert (out of gas, bad opcode)."""
-
-
-class StateUnavailable(ChainError):
-    """A query asked for state at a block the engine no longer keeps (only the latest is kept)."""
-
-
-@cache
-def _dev_account(index: int) -> tuple[str, bytes]:
-    """The (private key hex, address bytes) of dev account `index` of the standard mnemonic."""
-    Account.enable_unaudited_hdwallet_features()
-    account = Account.from_mnemonic(DEV_MNEMONIC, account_path=f"m/44'/60'/0'/0/{index}")
-    return account.key.to_0x_hex(), bytes.fromhex(account.address[2:])
-
-
-def dev_private_keys(n: int = DEV_ACCOUNT_COUNT) -> list[str]:
-    """The first `n` private keys (0x-hex) of the dev mnemonic, the same accounts anvil funds."""
-    return [_dev_account(index)[0] for index in range(n)]
-
-
-def dev_addresses(n: int = DEV_ACCOUNT_COUNT) -> list[bytes]:
-    """The first `n` dev account addresses (20 bytes each)."""
-    return [_dev_account(index)[1] for index in range(n)]
-
-
-def decode_revert_reason(data: bytes) -> str | None:
-    """The text of an `Error(string)` or `Panic(uint256)` revert, or None for other data."""
-    try:
-        if data[:4] == _ERROR_SELECTOR:
-            return str(abi_decode(["string"], data[4:])[0])
-        if data[:4] == _PANIC_SELECTOR:
-            return f"panic code {abi_decode(['uint256'], data[4:])[0]:#x}"
-    except (DecodingError, ValueError, OverflowError):
-        return None
-    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,27 +240,6 @@ def decode_transaction(raw: bytes) -> SignedTransactionAPI:
         raise TransactionRejected("invalid raw transaction: RLP lists nested too deeply") from None
 
 
-def _rlp_item_end(data: bytes, position: int) -> int:
-    """Where the RLP item starting at `position` ends."""
-    prefix = data[position]
-    if prefix < 0x80:
-        return position + 1
-    if prefix <= 0xB7:
-        return position + 1 + prefix - 0x80
-    if prefix <= 0xBF:
-        size_bytes = prefix - 0xB7
-        return position + 1 + size_bytes + int.from_bytes(data[position + 1 : position + 1 + size_bytes], "big")
-    if prefix <= 0xF7:
-        return position + 1 + prefix - 0xC0
-    size_bytes = prefix - 0xF7
-    return position + 1 + size_bytes + int.from_bytes(data[position + 1 : position + 1 + size_bytes], "big")
-
-
-def _list_payload_start(data: bytes, position: int) -> int:
-    prefix = data[position]
-    return position + 1 if prefix <= 0xF7 else position + 1 + prefix - 0xF7
-
-
 def recover_dynamic_fee_sender(raw: bytes, tx: SignedTransactionAPI) -> bytes | None:
     """The sender of a decoded type-2 transaction, recovered straight from its raw bytes.
 
@@ -325,9 +250,9 @@ def recover_dynamic_fee_sender(raw: bytes, tx: SignedTransactionAPI) -> bytes | 
     if raw[:1] != b"\x02" or tx.type_id != _DYNAMIC_FEE_TX_TYPE:
         return None
     try:
-        start = position = _list_payload_start(raw, 1)
+        start = position = rlp_list_payload_start(raw, 1)
         for _ in range(9):
-            position = _rlp_item_end(raw, position)
+            position = rlp_item_end(raw, position)
         message = b"\x02" + rlp_length_prefix(position - start, 0xC0) + raw[start:position]
         signature = tx.r.to_bytes(32, "big") + tx.s.to_bytes(32, "big") + bytes([tx.y_parity])
         public_key = PublicKey.from_signature_and_message(signature, keccak(message), hasher=None)

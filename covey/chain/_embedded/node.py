@@ -39,6 +39,7 @@ from covey.chain._embedded.snapshot import (
     read_snapshot,
     write_snapshot,
 )
+from covey.chain._keccak import use_fast_keccak
 from covey.errors import ChainBusyError, ChainError
 
 LOCK_FILE = "LOCK"
@@ -252,6 +253,7 @@ def open_node(
     """
     if durability not in ("fsync", "write", "none"):
         raise ChainError(f"unknown durability {durability!r}: expected 'fsync', 'write' or 'none'")
+    use_fast_keccak()  # py-evm hashes on every storage access: replaying the journal starts right away
     data_dir.mkdir(parents=True, exist_ok=True)
     lock_fd = _acquire_lock(data_dir)
     try:

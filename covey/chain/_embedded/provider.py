@@ -20,8 +20,9 @@ from web3.types import RPCEndpoint, RPCResponse, TxReceipt, _Hash32
 from covey.chain._embedded.engine import Block, LogEntry, TxRecord
 from covey.chain._embedded.limits import RpcLimits
 from covey.chain._embedded.node import EmbeddedNode
-from covey.chain._embedded.rpc import Dispatcher, RpcError
+from covey.chain._embedded.rpc import Dispatcher
 from covey.chain._embedded.rpc import _bloom as bloom
+from covey.chain.errors import RpcError
 from covey.errors import ChainError
 
 # In process the caller is the chain's own user, so a call may run longer than over JSON-RPC (where

@@ -36,18 +36,13 @@ from eth.constants import BLANK_ROOT_HASH, EMPTY_UNCLE_HASH
 from eth_utils import keccak
 
 from covey.chain._embedded import engine as evm
-from covey.chain._embedded.engine import (
-    Block,
-    CallRequest,
-    ExecutionReverted,
-    LogEntry,
-    StateUnavailable,
-    TxRecord,
-)
+from covey.chain._embedded.engine import Block, CallRequest, LogEntry, TxRecord
 from covey.chain._embedded.limits import RpcLimits
 from covey.chain._embedded.node import EmbeddedNode
 from covey.chain._embedded.view import StateView, capture
-from covey.chain._embedded.watchdog import DeadlineExceeded, Watchdog
+from covey.chain._embedded.watchdog import Watchdog
+from covey.chain.errors import DeadlineExceeded, ExecutionReverted, StateUnavailable
+from covey.chain.errors import RpcError as RpcError
 from covey.errors import ChainError
 
 PARSE_ERROR = -32700
@@ -74,22 +69,6 @@ _MAX_TOPIC_ALTERNATIVES = 1000
 _MAX_MINE_BLOCKS = 10_000
 _MAX_TIME_STEP_S = 2**32
 _MAX_TIMESTAMP = 2**63 - 1
-
-
-class RpcError(Exception):
-    """A JSON-RPC error response: `code`, `message` and optional hex `data`."""
-
-    def __init__(self, code: int, message: str, data: str | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.data = data
-
-    def to_json(self) -> dict[str, Any]:
-        error: dict[str, Any] = {"code": self.code, "message": self.message}
-        if self.data is not None:
-            error["data"] = self.data
-        return error
 
 
 def error_response(request_id: Any, error: RpcError) -> dict[str, Any]:

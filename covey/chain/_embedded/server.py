@@ -43,7 +43,8 @@ from covey.bounds import UntrustedInputError, check_recursion_limit, loads_json
 from covey.chain._embedded.engine import CHAIN_ID
 from covey.chain._embedded.limits import RpcLimits
 from covey.chain._embedded.node import EmbeddedNode
-from covey.chain._embedded.rpc import INTERNAL_ERROR, INVALID_REQUEST, PARSE_ERROR, Dispatcher, RpcError, error_response
+from covey.chain._embedded.rpc import INTERNAL_ERROR, INVALID_REQUEST, PARSE_ERROR, Dispatcher, error_response
+from covey.chain.errors import RpcError
 from covey.errors import ChainError
 
 SERVE_FILE = "serve.json"

@@ -36,12 +36,11 @@ from covey.chain._embedded.engine import (
     Block,
     CallRequest,
     Engine,
-    ExecutionFailed,
-    ExecutionReverted,
     calldata_floor_gas,
     execution_context,
     prevrandao_for,
 )
+from covey.chain.errors import ExecutionFailed, ExecutionReverted
 from covey.errors import ChainError
 
 # One journal's pending changes: key -> value (or a py-evm deletion marker), and whether a clear hides

@@ -9,7 +9,8 @@ in a loop stops within ~10 ms of its deadline on an idle machine.
 
 Only work that owns nothing shared may run under a deadline, since the exception can land on any line:
 a call on its private `StateView` does (the node lock is released before the deadline starts).
-`DeadlineExceeded` derives from `BaseException` so that no `except Exception` on the way swallows it.
+`DeadlineExceeded` (in `covey.chain.errors`) derives from `BaseException` so that no `except Exception` on
+the way swallows it.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ import time
 from dataclasses import dataclass, field
 from types import TracebackType
 
+from covey.chain.errors import DeadlineExceeded
+
 # Own prototypes of PyThreadState_SetAsyncExc (holding the GIL, as PYFUNCTYPE does): one raises, the
 # other passes NULL, which cancels an exception the thread has not seen yet.
 _raise_in = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_ulong, ctypes.py_object)(
@@ -34,10 +37,6 @@ _cancel_in = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p)(
 )
 # Past this many finished deadlines waiting in the heap for their time, drop them all at once.
 _PRUNE_ABOVE = 1024
-
-
-class DeadlineExceeded(BaseException):
-    """Raised inside a thread whose `Watchdog.limit` ran out."""
 
 
 @dataclass(order=True)
