@@ -21,10 +21,15 @@ from dataclasses import dataclass, field
 
 from eth_account.signers.local import LocalAccount
 
-from covey.compute.c2d import NotApproved, PrivateDataset
-from covey.compute.client import Bid, Job, JobStatus, MarketClient, Resources
-from covey.compute.jobs import WEIGHTS_OUTPUT, CommandJob, TrainingJob, fetch_job, run_unit
+from covey.chain import reverts
+from covey.compute.c2d import PrivateDataset
+from covey.compute.client import MarketClient
+from covey.compute.errors import NotApproved
+from covey.compute.records import Bid, Job, JobStatus
+from covey.compute.resources import Resources
 from covey.compute.sandbox import Sandbox, machine_capacity
+from covey.compute.specs import CommandJob, TrainingJob, fetch_job
+from covey.compute.units import WEIGHTS_OUTPUT, run_unit
 from covey.errors import ChainError, CoveyError, ValidationError
 from covey.storage import ArtifactStore
 
@@ -304,7 +309,7 @@ class ProviderAgent:
                 self.client.heartbeat(self.account, job.job_id)
             except ChainError as exc:
                 self.log(f"{self.name}: heartbeat for job {job.job_id} failed: {exc.reason or exc}")
-                if exc.reason in ("market: not running", "market: heartbeat missed"):
+                if exc.reason in (reverts.MARKET_NOT_RUNNING, reverts.MARKET_HEARTBEAT_MISSED):
                     return
 
     # -- helpers --------------------------------------------------------------------------------------

@@ -47,7 +47,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from covey.errors import CoveyError
+from covey.compute.errors import SandboxError
 
 if TYPE_CHECKING:  # a training unit imports this module; it need not load the S3 client
     from covey.storage import ArtifactStore
@@ -91,10 +91,6 @@ _OUT_OF_MEMORY = (
     "Cannot allocate memory",
     "failed to map segment",
 )
-
-
-class SandboxError(CoveyError):
-    """A unit could not be set up: a bad name, a missing or corrupt input, an unknown program."""
 
 
 @dataclass(frozen=True)

@@ -28,10 +28,11 @@ from covey.bounds import check_recursion_limit
 from covey.chain import Chain
 from covey.config import get_settings
 from covey.explorer import alliance_view, arena_view, compute_view, gateway_view, page_charts
+from covey.explorer.errors import NotFound
 from covey.explorer.formatting import FILTERS
 from covey.explorer.indexer import Indexer, index_path
 from covey.explorer.model_scores import ModelScorer
-from covey.explorer.queries import Explorer, NotFound, parse_address, parse_id
+from covey.explorer.queries import Explorer, parse_address, parse_id
 from covey.storage import open_store
 
 log = logging.getLogger("covey.explorer")

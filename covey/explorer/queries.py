@@ -19,6 +19,7 @@ from typing import Any
 from covey.chain import Chain
 from covey.chain.roles import Role
 from covey.explorer.decoding import checksum
+from covey.explorer.errors import NotFound
 from covey.explorer.formatting import cov, short, usd
 from covey.explorer.indexer import open_index
 from covey.explorer.live import AccountFigures, ChainFigures, LiveViews
@@ -29,10 +30,6 @@ HASH_RE = re.compile(r"^0x[0-9a-fA-F]{64}$")
 SUBJECT_RE = re.compile(r"^(?:(task|job|alliance|block)\s*#?\s*)?#?(\d{1,18})$", re.IGNORECASE)
 PAGE_SIZE = 50
 ACTIVITY_BARS = 30
-
-
-class NotFound(Exception):
-    """What a page asked for does not exist; the message is shown to the person who asked."""
 
 
 @dataclass(frozen=True)
