@@ -59,7 +59,7 @@ _EXPORTS = {
     "Sandbox": "covey.compute.sandbox",
     "SandboxResult": "covey.compute.sandbox",
     "Fault": "covey.compute.provider",
-    "PricingRule": "covey.compute.provider",
+    "PricingRule": "covey.compute.offers",
     "ProviderAgent": "covey.compute.provider",
     "Check": "covey.compute.verifier",
     "VerifierAgent": "covey.compute.verifier",
@@ -136,7 +136,8 @@ if TYPE_CHECKING:
         train_job,
     )
     from covey.compute.client import MarketClient, delivered_units, job_lineage, wait_for_units
-    from covey.compute.provider import Fault, PricingRule, ProviderAgent
+    from covey.compute.offers import PricingRule
+    from covey.compute.provider import Fault, ProviderAgent
     from covey.compute.records import Job, JobStatus, JobTerms, Offer, Verdict
     from covey.compute.rental import Rental, RentedTraining, collect_training, post_training, rent_training
     from covey.compute.resources import Resources
