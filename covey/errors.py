@@ -54,6 +54,14 @@ class ModelError(CoveyError):
     http_status = 422
 
 
+class ComputeError(CoveyError):
+    """Compute work (a rented job, a sandboxed unit, a verifier's re-run) failed, or did not finish in time.
+
+    Here rather than in `covey.compute`, so a buyer in another capability (an Arena trainer renting its
+    training) can tell a failed rental from other errors without importing the compute market.
+    """
+
+
 class PaymentError(CoveyError):
     """An x402 payment is missing, malformed or invalid."""
 

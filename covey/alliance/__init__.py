@@ -38,6 +38,7 @@ from covey.alliance.aggregators import (
     trimmed_mean,
 )
 from covey.alliance.canonical import decode_update, encode_update, update_hash
+from covey.alliance.errors import FlowerError
 from covey.alliance.scoring import accept_mask, distances_to, score_updates
 
 if TYPE_CHECKING:
@@ -89,6 +90,7 @@ __all__ = [
     "AllianceSpec",
     "Behaviour",
     "DPConfig",
+    "FlowerError",
     "ModelLedger",
     "Participant",
     "Phase",

@@ -24,7 +24,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from covey.alliance.aggregators._base import AggregationError
+from covey.alliance.errors import AggregationError
 
 MAGIC = b"CVU1"
 FloatDtype = Literal["float32", "float64"]

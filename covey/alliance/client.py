@@ -1,18 +1,16 @@
 """`AllianceClient`: the Alliance contract as typed Python: transactions, views as dataclasses, phases as enums.
 
 Every write signs with the given account through `Chain.transact` (a revert raises `ChainError` whose
-`.reason` is the contract's `alliance: ...` message); every view decodes the contract's structs by their
-ABI field names into frozen dataclasses with snake_case fields.
+`.reason` is the contract's `alliance: ...` message); every view decodes the contract's structs (web3's named
+tuples) into frozen dataclasses with the same fields in snake_case (`covey.chain.structs`).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import re
 import time
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any, TypeVar
+from typing import Any
 
 from eth_account.signers.local import LocalAccount
 from eth_typing import HexStr
@@ -25,6 +23,7 @@ from web3.types import BlockIdentifier, TxReceipt
 from covey.chain.alliance_deploy import ALLIANCE, vote_commitment
 from covey.chain.chain import Chain, revert_reason
 from covey.chain.deploy import Deployment
+from covey.chain.structs import struct_as, with_named_structs
 from covey.errors import ChainError
 
 RANDOMNESS_POLL_S = 0.5
@@ -198,9 +197,6 @@ class Vote:
     slashed: int
 
 
-T = TypeVar("T")
-
-
 class AllianceClient:
     """Typed access to one deployed Alliance contract."""
 
@@ -208,6 +204,7 @@ class AllianceClient:
         self.chain = chain
         self.contract: Contract = chain.contract(ALLIANCE, address)
         self.address = str(self.contract.address)
+        self._structs = with_named_structs(self.contract)  # for the views that return structs
         self._token: Contract | None = None
 
     @classmethod
@@ -289,18 +286,18 @@ class AllianceClient:
         return int(self.contract.functions.allianceCount().call())
 
     def alliance(self, alliance_id: int) -> AllianceInfo:
-        return self._decode("alliance", AllianceInfo, self._call("alliance", alliance_id))
+        return struct_as(AllianceInfo, self._call_structs("alliance", alliance_id))
 
     def round(self, alliance_id: int, round_number: int) -> RoundInfo:
-        return self._decode("round", RoundInfo, self._call("round", alliance_id, round_number))
+        return struct_as(RoundInfo, self._call_structs("round", alliance_id, round_number))
 
     def proposals(self, alliance_id: int, round_number: int) -> list[Proposal]:
-        rows = self._call("proposals", alliance_id, round_number)
-        return [self._decode("proposals", Proposal, row) for row in rows]
+        rows = self._call_structs("proposals", alliance_id, round_number)
+        return [struct_as(Proposal, row) for row in rows]
 
     def votes(self, alliance_id: int, round_number: int) -> list[Vote]:
-        rows = self._call("votes", alliance_id, round_number)
-        return [self._decode("votes", Vote, row) for row in rows]
+        rows = self._call_structs("votes", alliance_id, round_number)
+        return [struct_as(Vote, row) for row in rows]
 
     def committee(self, alliance_id: int, round_number: int) -> tuple[list[str], list[str]]:
         proposers, voters = self._call("committee", alliance_id, round_number)
@@ -367,37 +364,8 @@ class AllianceClient:
         logs = getattr(self.contract.events, name)().process_receipt(receipt, errors=DISCARD)
         return [dict(log["args"]) for log in logs]
 
-    # -- decoding -------------------------------------------------------------------------------------
-
     def _call(self, function: str, *args: Any) -> Any:
         return self.chain.call(getattr(self.contract.functions, function)(*args))
 
-    def _decode(self, function: str, cls: type[T], row: Any) -> T:
-        """A struct returned by `function` as `cls`, matching ABI field names to snake_case fields."""
-        names = [_snake(name) for name in self._fields(function)]
-        values = dict(zip(names, row, strict=True))
-        converted: dict[str, Any] = {}
-        for field in dataclasses.fields(cls):  # type: ignore[arg-type]
-            value = values[field.name]
-            kind = str(field.type)
-            if kind == "str":
-                value = str(Web3.to_checksum_address(value))
-            elif kind == "bytes":
-                value = bytes(value)
-            elif kind in ("UpdateStatus", "VoterOutcome"):
-                value = (UpdateStatus if kind == "UpdateStatus" else VoterOutcome)(int(value))
-            elif kind == "bool":
-                value = bool(value)
-            else:
-                value = int(value)
-            converted[field.name] = value
-        return cls(**converted)
-
-    def _fields(self, function: str) -> list[str]:
-        abi = next(item for item in self.contract.abi if item.get("name") == function and item["type"] == "function")
-        return [component["name"] for component in abi["outputs"][0]["components"]]
-
-
-def _snake(name: str) -> str:
-    """`initialModelHash` -> `initial_model_hash`."""
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+    def _call_structs(self, function: str, *args: Any) -> Any:
+        return self.chain.call(getattr(self._structs.functions, function)(*args))

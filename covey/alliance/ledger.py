@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from covey.alliance.aggregators._base import AggregationError
 from covey.alliance.canonical import FloatDtype, decode_update, encode_update, update_hash
 from covey.alliance.client import AllianceClient
+from covey.alliance.errors import AggregationError
 from covey.alliance.rules import needs_reference, next_model, trust_reference
 from covey.errors import ValidationError
 from covey.storage import ArtifactStore

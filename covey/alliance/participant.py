@@ -29,9 +29,9 @@ import numpy as np
 from eth_account.signers.local import LocalAccount
 
 from covey.alliance import attacks
-from covey.alliance.aggregators._base import AggregationError
 from covey.alliance.canonical import FloatDtype, decode_update, encode_update
 from covey.alliance.client import AllianceClient, Phase, RoundRole
+from covey.alliance.errors import AggregationError
 from covey.alliance.ledger import ModelLedger
 from covey.alliance.rules import aggregate_by_rule, needs_reference, trust_reference
 from covey.alliance.scoring import accept_mask, score_updates, trust_votes

@@ -44,7 +44,8 @@ from types import MappingProxyType
 import numpy as np
 import numpy.typing as npt
 
-from covey.alliance.aggregators._base import AggregationError, Vector, as_vector, check_int
+from covey.alliance.aggregators._base import Vector, as_vector, check_int
+from covey.alliance.errors import AggregationError
 
 DEFAULT_SCALE_BITS = 24  # resolution 2^-24 ~ 6e-8 per value: finer than float32 deltas near 1
 MIN_SEED_BYTES = 16

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from covey.arena.client import ArenaClient, Deadlines, Phase, Submission, TaskInfo, ValidatorRecord
 from covey.arena.creator import PostedTask, post_task
+from covey.arena.errors import NotReady
 from covey.arena.manifest import TaskManifest, ValidationKey
 from covey.arena.node import NodeRunner, RunSummary
 from covey.arena.report import task_report
@@ -22,6 +23,7 @@ __all__ = [
     "Deadlines",
     "Hyperparams",
     "NodeRunner",
+    "NotReady",
     "Phase",
     "PostedTask",
     "RunSummary",

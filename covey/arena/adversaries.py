@@ -18,8 +18,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from covey.arena.base import NotReady
 from covey.arena.client import TaskInfo, new_salt
+from covey.arena.errors import NotReady
 from covey.arena.manifest import TaskManifest
 from covey.arena.scoring import SCORE_ONE
 from covey.arena.state import TaskRecord

@@ -10,7 +10,9 @@ from pathlib import Path
 from eth_account.signers.local import LocalAccount
 
 from covey.arena.client import ArenaClient, TaskInfo
+from covey.arena.errors import NotReady
 from covey.arena.state import NodeState, TaskRecord
+from covey.chain import reverts
 from covey.errors import ChainError, CoveyError
 from covey.storage import ArtifactStore
 
@@ -18,28 +20,24 @@ Log = Callable[[str], None]
 
 FATAL_REVERTS = frozenset(
     {
-        "arena: submissions closed",
-        "arena: task full",
-        "arena: trainer stake too low",
-        "arena: reveal closed",
-        "arena: bad reveal",
-        "arena: duplicate weights",
-        "arena: scoring closed",
-        "arena: trainer cannot validate",
-        "arena: validators full",
-        "arena: validator stake too low",
-        "arena: no validator stake",
-        "arena: score reveal closed",
-        "arena: wrong score count",
-        "arena: nothing to score",
+        reverts.ARENA_SUBMISSIONS_CLOSED,
+        reverts.ARENA_TASK_FULL,
+        reverts.ARENA_TRAINER_STAKE_TOO_LOW,
+        reverts.ARENA_REVEAL_CLOSED,
+        reverts.ARENA_BAD_REVEAL,
+        reverts.ARENA_DUPLICATE_WEIGHTS,
+        reverts.ARENA_SCORING_CLOSED,
+        reverts.ARENA_TRAINER_CANNOT_VALIDATE,
+        reverts.ARENA_VALIDATORS_FULL,
+        reverts.ARENA_VALIDATOR_STAKE_TOO_LOW,
+        reverts.ARENA_NO_VALIDATOR_STAKE,
+        reverts.ARENA_SCORE_REVEAL_CLOSED,
+        reverts.ARENA_WRONG_SCORE_COUNT,
+        reverts.ARENA_NOTHING_TO_SCORE,
     }
 )
 """Reverts that no retry can fix: the node stops working on the task. ("Already submitted" is not one: a
 transaction whose receipt we missed may have landed, and reconciling with the chain tells.)"""
-
-
-class NotReady(CoveyError):
-    """The node cannot act yet (say, nothing to copy or score); it tries again on its next step."""
 
 
 def _quiet(_: str) -> None:
@@ -140,7 +138,7 @@ class NodeBase:
             reason = exc.reason or str(exc)
             if reason in FATAL_REVERTS:
                 self.give_up(record, f"{action} refused: {reason}")
-            elif reason != "arena: already finalised":  # another keeper was faster: nothing lost
+            elif reason != reverts.ARENA_ALREADY_FINALISED:  # another keeper was faster: nothing lost
                 self.log(f"{self.name}: {action} failed ({reason}); will retry")
         except CoveyError as exc:
             self.give_up(record, f"{action} failed: {exc}")

@@ -11,17 +11,17 @@ import time
 from dataclasses import dataclass
 from enum import IntEnum
 from functools import cached_property
-from typing import Any
 
 from eth_account.signers.local import LocalAccount
 from web3.contract import Contract
 from web3.logs import DISCARD
 from web3.types import TxReceipt
 
-from covey.chain import Chain
+from covey.chain import Chain, reverts
 from covey.chain.arena_deploy import scores_commitment as scores_commitment
 from covey.chain.arena_deploy import submission_commitment as submission_commitment
 from covey.chain.deploy import Deployment
+from covey.chain.structs import struct_as, with_named_structs
 from covey.errors import ChainError, ValidationError
 
 MAX_FINALIZE_GAS = 29_000_000  # under a 30M block
@@ -172,14 +172,6 @@ def _check_bytes32(value: bytes, what: str) -> None:
         raise ValidationError(f"{what} must be 32 bytes")
 
 
-def _record(fn: Any, value: Any) -> dict[str, Any]:
-    """A struct a view returns (alone, or as one element of an array) as a dict keyed by the ABI's field names."""
-    if isinstance(value, dict):
-        return dict(value)
-    components = fn.abi["outputs"][0]["components"]
-    return {component["name"]: item for component, item in zip(components, value, strict=True)}
-
-
 class ArenaClient:
     """The Arena contract at one address, seen through one `Chain` connection."""
 
@@ -187,6 +179,7 @@ class ArenaClient:
         self.chain = chain
         self.contract: Contract = chain.contract("Arena", address)
         self.address = self.contract.address
+        self._structs = with_named_structs(self.contract)  # for the views that return structs
 
     @classmethod
     def from_deployment(cls, chain: Chain, deployment: Deployment) -> ArenaClient:
@@ -288,8 +281,8 @@ class ArenaClient:
         """
         task = self.task(task_id)
         for broken, reason in (
-            (task.finalized, "arena: already finalised"),
-            (self.now() < task.score_reveal_deadline, "arena: not finalisable yet"),
+            (task.finalized, reverts.ARENA_ALREADY_FINALISED),
+            (self.now() < task.score_reveal_deadline, reverts.ARENA_NOT_FINALISABLE_YET),
         ):
             if broken:
                 raise ChainError(f"finalize reverted: {reason}", reason=reason)
@@ -302,35 +295,7 @@ class ArenaClient:
         return int(self.chain.call(self.contract.functions.taskCount()))
 
     def task(self, task_id: int) -> TaskInfo:
-        fn = self.contract.functions.task(task_id)
-        raw = _record(fn, self.chain.call(fn))
-        return TaskInfo(
-            task_id=task_id,
-            creator=raw["creator"],
-            spec_hash=bytes(raw["specHash"]),
-            reward_pool=raw["rewardPool"],
-            submit_deadline=raw["submitDeadline"],
-            reveal_deadline=raw["revealDeadline"],
-            score_commit_deadline=raw["scoreCommitDeadline"],
-            score_reveal_deadline=raw["scoreRevealDeadline"],
-            top_k=raw["topK"],
-            min_trainer_stake=raw["minTrainerStake"],
-            min_validator_stake=raw["minValidatorStake"],
-            baseline_score=raw["baselineScore"],
-            tolerance=raw["tolerance"],
-            trainer_penalty=raw["trainerPenalty"],
-            validator_penalty=raw["validatorPenalty"],
-            submission_count=raw["submissionCount"],
-            revealed_count=raw["revealedCount"],
-            validator_count=raw["validatorCount"],
-            revealed_validator_count=raw["revealedValidatorCount"],
-            finalized=raw["finalized"],
-            has_winner=raw["hasWinner"],
-            winner_index=raw["winnerIndex"],
-            trainer_paid=raw["trainerPaid"],
-            validator_paid=raw["validatorPaid"],
-            refunded=raw["refunded"],
-        )
+        return struct_as(TaskInfo, self.chain.call(self._structs.functions.task(task_id)), task_id=task_id)
 
     def phase(self, task_id: int) -> Phase:
         """The phase by the latest block's clock (see `TaskInfo.phase_at` for a fresher estimate)."""
@@ -338,40 +303,26 @@ class ArenaClient:
 
     def submissions(self, task_id: int) -> list[Submission]:
         """Every submission in commit order (the order validators' scores follow, skipping unrevealed ones)."""
-        fn = self.contract.functions.submissions(task_id)
-        return [self._submission(index, _record(fn, item)) for index, item in enumerate(self.chain.call(fn))]
+        rows = self.chain.call(self._structs.functions.submissions(task_id))
+        return [struct_as(Submission, row, index=index) for index, row in enumerate(rows)]
 
     def submission(self, task_id: int, index: int) -> Submission:
-        fn = self.contract.functions.submission(task_id, index)
-        return self._submission(index, _record(fn, self.chain.call(fn)))
+        return struct_as(Submission, self.chain.call(self._structs.functions.submission(task_id, index)), index=index)
 
     def submission_of(self, task_id: int, trainer: str) -> Submission | None:
         """A trainer's submission, or None when it has not committed to this task."""
         try:
             index = int(self.chain.call(self.contract.functions.submissionIndexOf(task_id, trainer)))
         except ChainError as exc:
-            if exc.reason == "arena: no submission":
+            if exc.reason == reverts.ARENA_NO_SUBMISSION:
                 return None
             raise
         return self.submission(task_id, index)
 
     def validators(self, task_id: int) -> list[ValidatorRecord]:
         """Every validator that committed scores, in commit order."""
-        fn = self.contract.functions.validatorsOf(task_id)
-        records = [_record(fn, item) for item in self.chain.call(fn)]
-        return [
-            ValidatorRecord(
-                index=index,
-                validator=raw["validator"],
-                commitment=bytes(raw["commitment"]),
-                weight=raw["weight"],
-                revealed=raw["revealed"],
-                mean_deviation=raw["meanDeviation"],
-                payout=raw["payout"],
-                slashed=raw["slashed"],
-            )
-            for index, raw in enumerate(records)
-        ]
+        rows = self.chain.call(self._structs.functions.validatorsOf(task_id))
+        return [struct_as(ValidatorRecord, row, index=index) for index, row in enumerate(rows)]
 
     def validator_of(self, task_id: int, validator: str) -> ValidatorRecord | None:
         """A validator's record in a task, or None when it has not committed scores."""
@@ -386,7 +337,7 @@ class ArenaClient:
         try:
             trainer, weights_hash, uri, score = self.chain.call(self.contract.functions.consensusModel(task_id))
         except ChainError as exc:
-            if exc.reason in ("arena: not finalised", "arena: no consensus model"):
+            if exc.reason in (reverts.ARENA_NOT_FINALISED, reverts.ARENA_NO_CONSENSUS_MODEL):
                 return None
             raise
         return ConsensusModel(trainer, bytes(weights_hash), uri, int(score))
@@ -398,18 +349,3 @@ class ArenaClient:
     def on_chain_scores_commitment(self, scores: list[int], salt: bytes, validator: str) -> bytes:
         """The contract's own hash of a scores commitment (to cross-check `scores_commitment`)."""
         return bytes(self.chain.call(self.contract.functions.scoresCommitment(list(scores), salt, validator)))
-
-    @staticmethod
-    def _submission(index: int, raw: dict[str, Any]) -> Submission:
-        return Submission(
-            index=index,
-            trainer=raw["trainer"],
-            commitment=bytes(raw["commitment"]),
-            weights_hash=bytes(raw["weightsHash"]),
-            uri=raw["uri"],
-            revealed=raw["revealed"],
-            consensus_score=raw["consensusScore"],
-            rank=raw["rank"],
-            payout=raw["payout"],
-            slashed=raw["slashed"],
-        )

@@ -1,38 +1,30 @@
 """`TrainerNode`: fetch a task's manifest and public training data, train, commit, then upload and reveal.
 
 The weights stay on this machine until the reveal: nobody can copy what was never published, and the
-commitment (with the trainer's address inside) cannot be replayed by anyone else. With a `Rental` the
-node rents the training from a compute-market provider instead and commits and reveals the rented
-weights exactly as it would its own.
+commitment (with the trainer's address inside) cannot be replayed by anyone else. Given a `rental` (a
+`TrainingBackend` such as the compute market's `Rental`, which the CLI builds) the node has the training
+done elsewhere and commits and reveals those weights exactly as it would its own.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from eth_account.signers.local import LocalAccount
 
-from covey.arena.base import Log, NodeBase, NotReady
+from covey.arena.backend import LocalTraining, TrainingBackend
+from covey.arena.base import Log, NodeBase
 from covey.arena.client import ArenaClient, Phase, TaskInfo, new_salt, submission_commitment
+from covey.arena.errors import NotReady
 from covey.arena.manifest import TaskManifest, fetch_manifest, fetch_training_data
 from covey.arena.state import TaskRecord
 from covey.chain.roles import Role
-from covey.compute.client import (
-    ComputeTimeout,
-    JobStatus,
-    MarketClient,
-    RentalError,
-    RentedTraining,
-    Resources,
-    collect_training,
-    post_training,
-)
-from covey.ml import TrainConfig, build_model, save_weights, score_submission, train
-from covey.ml.evaluate import get_metric
+from covey.errors import ComputeError
+from covey.ml import TrainConfig
 from covey.storage import ArtifactStore, sha256_hex
 
 
@@ -73,27 +65,6 @@ class Hyperparams:
         return ", ".join(parts) or "task defaults"
 
 
-@dataclass(frozen=True)
-class Rental:
-    """Rent the training from the compute market instead of training on this machine.
-
-    The trainer's account buys: it escrows `max_price_per_unit_second x units x seconds_per_unit` µUSD
-    (the Market refunds what the winning bid does not use). Each unit trains the task's model with the
-    node's hyper-parameters and its own seed; with several units the best on the public training split
-    is submitted. The provider seals the weights to the trainer's key before it publishes anything, so, like
-    local weights, nobody else can read them (or commit to their hash) before the trainer reveals them.
-    """
-
-    market: MarketClient
-    max_price_per_unit_second: int = 100
-    units: int = 1
-    seconds_per_unit: int = 60
-    needs: Resources = field(default_factory=lambda: Resources(1, 2048, 0))
-    bid_window_s: int = 10
-    heartbeat_interval_s: int = 30
-    timeout_s: float = 900.0
-
-
 class TrainerNode(NodeBase):
     """One staked trainer account working through tasks phase by phase; `step` is safe to call repeatedly."""
 
@@ -111,7 +82,7 @@ class TrainerNode(NodeBase):
         log: Log | None = None,
         progress: bool = False,
         keeper: bool = True,
-        rental: Rental | None = None,
+        rental: TrainingBackend | None = None,
     ) -> None:
         super().__init__(client, account, store, home, name=name, log=log, progress=progress, keeper=keeper)
         self.hyperparams = hyperparams or Hyperparams()
@@ -149,103 +120,40 @@ class TrainerNode(NodeBase):
     # -- the actions ----------------------------------------------------------------------------------
 
     def make_weights(self, task: TaskInfo, manifest: TaskManifest) -> bytes:
-        """Train a model for the task on its public training data and return its safetensors bytes."""
-        data = fetch_training_data(self.store, manifest)
-        spec = manifest.spec
-        config = self.hyperparams.train_config(manifest, self.address, task.task_id)
-        # Our own seed for the initial weights too: torch's default seed would give every node the same start.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(config.seed)
-            model = build_model(spec.family, {**spec.architecture, **self.hyperparams.architecture})
-        self.log(
-            f"{self.name}: training {spec.family} on {len(data)} {spec.dataset} examples "
-            f"({self.hyperparams.describe()})"
-        )
-        result = train(model, data, config, progress=self.progress)
-        self.log(f"{self.name}: trained {result.steps} steps in {result.seconds:.1f}s, loss {result.final_loss:.3f}")
-        return save_weights(model)
+        """Train a model for the task on its public training data, here, and return its safetensors bytes."""
+        return self._train_with(LocalTraining(progress=self.progress), task, manifest, notes={})
 
     def rent(self, task: TaskInfo, manifest: TaskManifest, record: TaskRecord) -> bytes:
-        """Have a compute-market provider train the task's model; return the weights to commit.
+        """Have the node's `rental` train the task's model elsewhere; return the weights to commit.
 
-        The job id goes into the task's notes before the wait, so a restart (or a second try after a
-        time-out) collects the job already paid for instead of posting another. A failed rental raises
-        `NotReady` with the reason, kept in `rental_failures`: this process does not post again.
+        The rental keeps what it needs to resume (the job it paid for) in the task's notes, saved at once.
+        A failed rental raises `NotReady` with the reason, kept in `rental_failures`: this process does not
+        rent for the task again.
         """
         assert self.rental is not None
-        rental = self.rental
         if task.task_id in self.rental_failures:
             raise NotReady(self.rental_failures[task.task_id])
         try:
-            job_id = int(record.notes.get("rented_job", 0))
-            if not job_id or rental.market.job(job_id).status == JobStatus.CANCELLED:
-                job_id = self._post_rental(task, manifest, rental)
-                record.notes["rented_job"] = job_id
-                self.state.save(record)
-            else:
-                self.log(f"{self.name}: collecting rented job {job_id} again")
-            rented = collect_training(
-                rental.market, self.store, job_id, self.account, timeout_s=rental.timeout_s, wait_verified=False
-            )
-        except (RentalError, ComputeTimeout) as exc:
+            return self._train_with(self.rental, task, manifest, notes=_SavedNotes(self, record))
+        except ComputeError as exc:
             self.rental_failures[task.task_id] = f"renting failed: {exc}"
-            if not isinstance(exc, ComputeTimeout):  # a timed-out job may still deliver: keep it to collect
-                record.notes.pop("rented_job", None)
-                self.state.save(record)
             raise NotReady(self.rental_failures[task.task_id]) from exc
-        unit, weights = self._best_rented(manifest, rented)
-        output = rented.units[unit]
-        record.notes["rental"] = {"job": output.job_id, "unit": unit, "provider": output.provider}
-        self.log(
-            f"{self.name}: rented job {job_id}: provider {output.provider[:10]} trained unit {unit} "
-            f"({rented.unit_weights[unit].digest[:12]}…)"
-        )
-        return weights
 
-    def _post_rental(self, task: TaskInfo, manifest: TaskManifest, rental: Rental) -> int:
-        config = self.hyperparams.train_config(manifest, self.address, task.task_id)
-        hyperparams = {
-            "epochs": config.epochs,
-            "lr": config.lr,
-            "batch_size": config.batch_size,
-            "max_steps": config.max_steps,
-            "weight_decay": config.weight_decay,
-            "architecture": self.hyperparams.architecture,
-        }
-        job_id = post_training(
-            rental.market,
-            self.store,
-            task.spec_hash.hex(),
-            hyperparams,
-            self.account,
-            seeds=[(config.seed + offset) % 2**31 for offset in range(rental.units)],
-            max_price_per_unit_second=rental.max_price_per_unit_second,
-            seconds_per_unit=rental.seconds_per_unit,
-            needs=rental.needs,
-            bid_window_s=rental.bid_window_s,
-            heartbeat_interval_s=rental.heartbeat_interval_s,
+    def _train_with(
+        self, backend: TrainingBackend, task: TaskInfo, manifest: TaskManifest, notes: MutableMapping[str, Any]
+    ) -> bytes:
+        self.log(f"{self.name}: making weights for task {task.task_id} ({self.hyperparams.describe()})")
+        return backend.train(
+            task.spec_hash,
+            manifest.spec,
+            lambda: fetch_training_data(self.store, manifest),
+            self.hyperparams.train_config(manifest, self.address, task.task_id),
+            self.hyperparams.architecture,
+            trainer=self.account,
+            store=self.store,
+            notes=notes,
+            log=lambda message: self.log(f"{self.name}: {message}"),
         )
-        self.log(
-            f"{self.name}: posted compute job {job_id} for task {task.task_id}: {rental.units} unit(s) "
-            f"at up to {rental.max_price_per_unit_second} µUSD/unit-s ({self.hyperparams.describe()})"
-        )
-        return job_id
-
-    def _best_rented(self, manifest: TaskManifest, rented: RentedTraining) -> tuple[int, bytes]:
-        """The unit whose weights score best on the public training split (the only unit, if just one)."""
-        if len(rented.unit_weights) == 1:
-            return min(rented.unit_weights), rented.weights
-        spec = manifest.spec
-        metric = get_metric(spec.metric)
-        data = fetch_training_data(self.store, manifest)
-        best: tuple[int, bytes, float] | None = None
-        for unit, weights in sorted(rented.unit_bytes.items()):
-            score = score_submission(weights, spec, data)
-            if score.valid and (best is None or metric.better(score.value, best[2])):
-                best = (unit, weights, score.value)
-        if best is None:
-            raise RentalError(f"no rented unit of job {rented.job_id} gave weights valid for the task")
-        return best[0], best[1]
 
     def commit(self, task: TaskInfo, record: TaskRecord) -> None:
         """Make weights (once), keep salt and weights on disk, then commit on chain."""
@@ -290,3 +198,28 @@ class TrainerNode(NodeBase):
     def on_chain(self, task: TaskInfo) -> tuple[bytes, bool] | None:
         sub = self.client.submission_of(task.task_id, self.address)
         return None if sub is None else (sub.commitment, sub.revealed)
+
+
+class _SavedNotes(MutableMapping[str, Any]):
+    """A task record's notes that save the record on every change (a backend's memory across restarts)."""
+
+    def __init__(self, node: TrainerNode, record: TaskRecord) -> None:
+        self._node = node
+        self._record = record
+
+    def __getitem__(self, key: str) -> Any:
+        return self._record.notes[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._record.notes[key] = value
+        self._node.state.save(self._record)
+
+    def __delitem__(self, key: str) -> None:
+        del self._record.notes[key]
+        self._node.state.save(self._record)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._record.notes)
+
+    def __len__(self) -> int:
+        return len(self._record.notes)

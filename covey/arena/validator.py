@@ -19,8 +19,9 @@ import numpy as np
 import torch
 from eth_account.signers.local import LocalAccount
 
-from covey.arena.base import Log, NodeBase, NotReady
+from covey.arena.base import Log, NodeBase
 from covey.arena.client import ArenaClient, Phase, Submission, TaskInfo, new_salt, scores_commitment
+from covey.arena.errors import NotReady
 from covey.arena.manifest import TaskManifest, fetch_manifest, held_out_data, load_key
 from covey.arena.scoring import WORST_SCORE, chain_score
 from covey.arena.state import TaskRecord

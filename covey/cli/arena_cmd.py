@@ -20,7 +20,8 @@ from covey.errors import CoveyError, ValidationError
 
 if TYPE_CHECKING:
     from covey.arena import ArenaClient, NodeRunner
-    from covey.arena.trainer import Hyperparams, Rental
+    from covey.arena.trainer import Hyperparams
+    from covey.compute.rental import Rental
 
 app = typer.Typer(
     help="Arena: task market for models (create, train, validate, finalize, leaderboard).", no_args_is_help=True
@@ -380,10 +381,11 @@ def build_rental(
     bid_window: int,
     timeout: str,
 ) -> Rental:
-    from covey.arena.trainer import Rental
+    """The compute market's `Rental`: the training backend a trainer node rents through with `--rent`."""
     from covey.cli._output import USD_DECIMALS
     from covey.cli.market_cmd import market_client
-    from covey.compute.client import Resources
+    from covey.compute.rental import Rental
+    from covey.compute.resources import Resources
 
     return Rental(
         market=market_client(ctx),

@@ -18,17 +18,10 @@ import typer
 from covey.cli._context import Context, open_context
 from covey.cli._output import COV_DECIMALS, USD_DECIMALS, console, format_units, parse_amount, print_json, table
 from covey.compute.client import Job, JobStatus, JobTerms, MarketClient, Resources, delivered_units, job_lineage
-from covey.compute.jobs import (
-    CommandJob,
-    TrainingJob,
-    TrainUnit,
-    UnitLimits,
-    fetch_job,
-    fetch_result,
-    parse_job,
-    publish_job,
-)
-from covey.compute.sealing import SealError, recipient_of, sealing_key, unit_context, unseal
+from covey.compute.errors import SealError
+from covey.compute.sealing import recipient_of, sealing_key, unit_context, unseal
+from covey.compute.specs import CommandJob, TrainingJob, TrainUnit, UnitLimits, fetch_job, parse_job, publish_job
+from covey.compute.units import fetch_result
 from covey.errors import ChainError, ValidationError
 from covey.storage import ArtifactStore, open_store, parse_digest
 

@@ -7,8 +7,9 @@ runs units in the `Sandbox` and commits result hashes; a `VerifierAgent` re-runs
 by code hash (`algorithm_digest`). Units run in namespace isolation where the machine allows it
 (`probe_namespaces`), and a job's outputs can be sealed to its buyer (`covey.compute.sealing`).
 
-Names load on first use: a training unit runs `python -m covey.compute.jobs` in a fresh process, and
-importing the chain client there would only slow every unit down.
+Names load on first use (only the exceptions load at once): a training unit runs
+`python -m covey.compute.training` in a fresh process, and importing the chain client there would only slow
+every unit down. `Rental` is the Arena's other training backend (`covey arena train --rent`).
 """
 
 from __future__ import annotations
@@ -16,49 +17,55 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
+from covey.compute.errors import (
+    ComputeError,
+    ComputeTimeout,
+    InconclusiveCheck,
+    NoBids,
+    NotApproved,
+    RentalError,
+    SandboxError,
+    SealError,
+)
+
 _EXPORTS = {
     "MarketClient": "covey.compute.client",
-    "JobTerms": "covey.compute.client",
-    "Job": "covey.compute.client",
-    "JobStatus": "covey.compute.client",
-    "Offer": "covey.compute.client",
-    "Resources": "covey.compute.client",
-    "Verdict": "covey.compute.client",
-    "ComputeTimeout": "covey.compute.client",
-    "RentedTraining": "covey.compute.client",
-    "RentalError": "covey.compute.client",
-    "NoBids": "covey.compute.client",
-    "collect_training": "covey.compute.client",
-    "post_training": "covey.compute.client",
+    "JobTerms": "covey.compute.records",
+    "Job": "covey.compute.records",
+    "JobStatus": "covey.compute.records",
+    "Offer": "covey.compute.records",
+    "Resources": "covey.compute.resources",
+    "Rental": "covey.compute.rental",
+    "Verdict": "covey.compute.records",
+    "RentedTraining": "covey.compute.rental",
+    "collect_training": "covey.compute.rental",
+    "post_training": "covey.compute.rental",
     "delivered_units": "covey.compute.client",
     "job_lineage": "covey.compute.client",
-    "rent_training": "covey.compute.client",
+    "rent_training": "covey.compute.rental",
     "wait_for_units": "covey.compute.client",
-    "TrainingJob": "covey.compute.jobs",
-    "TrainUnit": "covey.compute.jobs",
-    "CommandJob": "covey.compute.jobs",
-    "UnitLimits": "covey.compute.jobs",
-    "UnitOutcome": "covey.compute.jobs",
-    "fetch_job": "covey.compute.jobs",
-    "fetch_result": "covey.compute.jobs",
-    "publish_job": "covey.compute.jobs",
-    "run_unit": "covey.compute.jobs",
+    "TrainingJob": "covey.compute.specs",
+    "TrainUnit": "covey.compute.specs",
+    "CommandJob": "covey.compute.specs",
+    "UnitLimits": "covey.compute.specs",
+    "UnitOutcome": "covey.compute.units",
+    "fetch_job": "covey.compute.specs",
+    "fetch_result": "covey.compute.units",
+    "publish_job": "covey.compute.specs",
+    "run_unit": "covey.compute.units",
     "Isolation": "covey.compute.sandbox",
     "Limits": "covey.compute.sandbox",
     "probe_namespaces": "covey.compute.sandbox",
     "Sandbox": "covey.compute.sandbox",
-    "SandboxError": "covey.compute.sandbox",
     "SandboxResult": "covey.compute.sandbox",
     "Fault": "covey.compute.provider",
-    "PricingRule": "covey.compute.provider",
+    "PricingRule": "covey.compute.offers",
     "ProviderAgent": "covey.compute.provider",
     "Check": "covey.compute.verifier",
     "VerifierAgent": "covey.compute.verifier",
     "Approval": "covey.compute.c2d",
-    "NotApproved": "covey.compute.c2d",
     "PrivateDataset": "covey.compute.c2d",
     "algorithm_digest": "covey.compute.c2d",
-    "SealError": "covey.compute.sealing",
     "recipient_of": "covey.compute.sealing",
     "sealing_key": "covey.compute.sealing",
     "save_private_dataset": "covey.compute.c2d",
@@ -70,8 +77,10 @@ __all__ = [
     "Approval",
     "Check",
     "CommandJob",
+    "ComputeError",
     "ComputeTimeout",
     "Fault",
+    "InconclusiveCheck",
     "Isolation",
     "Job",
     "JobStatus",
@@ -84,6 +93,7 @@ __all__ = [
     "PricingRule",
     "PrivateDataset",
     "ProviderAgent",
+    "Rental",
     "RentalError",
     "RentedTraining",
     "Resources",
@@ -119,46 +129,22 @@ __all__ = [
 if TYPE_CHECKING:
     from covey.compute.c2d import (
         Approval,
-        NotApproved,
         PrivateDataset,
         algorithm_digest,
         save_private_dataset,
         stats_job,
         train_job,
     )
-    from covey.compute.client import (
-        ComputeTimeout,
-        Job,
-        JobStatus,
-        JobTerms,
-        MarketClient,
-        NoBids,
-        Offer,
-        RentalError,
-        RentedTraining,
-        Resources,
-        Verdict,
-        collect_training,
-        delivered_units,
-        job_lineage,
-        post_training,
-        rent_training,
-        wait_for_units,
-    )
-    from covey.compute.jobs import (
-        CommandJob,
-        TrainingJob,
-        TrainUnit,
-        UnitLimits,
-        UnitOutcome,
-        fetch_job,
-        fetch_result,
-        publish_job,
-        run_unit,
-    )
-    from covey.compute.provider import Fault, PricingRule, ProviderAgent
-    from covey.compute.sandbox import Isolation, Limits, Sandbox, SandboxError, SandboxResult, probe_namespaces
-    from covey.compute.sealing import SealError, recipient_of, sealing_key
+    from covey.compute.client import MarketClient, delivered_units, job_lineage, wait_for_units
+    from covey.compute.offers import PricingRule
+    from covey.compute.provider import Fault, ProviderAgent
+    from covey.compute.records import Job, JobStatus, JobTerms, Offer, Verdict
+    from covey.compute.rental import Rental, RentedTraining, collect_training, post_training, rent_training
+    from covey.compute.resources import Resources
+    from covey.compute.sandbox import Isolation, Limits, Sandbox, SandboxResult, probe_namespaces
+    from covey.compute.sealing import recipient_of, sealing_key
+    from covey.compute.specs import CommandJob, TrainingJob, TrainUnit, UnitLimits, fetch_job, publish_job
+    from covey.compute.units import UnitOutcome, fetch_result, run_unit
     from covey.compute.verifier import Check, VerifierAgent
 
 

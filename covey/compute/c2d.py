@@ -31,7 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
-from covey.compute.jobs import CommandJob, OutputFilter, UnitLimits
+from covey.compute.errors import NotApproved
+from covey.compute.specs import CommandJob, UnitLimits
+from covey.compute.units import OutputFilter
 from covey.errors import ValidationError
 from covey.storage import ArtifactStore, sha256_hex
 
@@ -45,10 +47,6 @@ _BINARY_RTOL = 1e-3
 _AGGREGATE_BASE_BYTES = 1 << 10
 _AGGREGATE_BYTES_PER_FEATURE = 64
 _MIN_SHIFT_FEATURES = 4  # below this, consecutive differences match too much by chance
-
-
-class NotApproved(ValidationError):
-    """A compute-to-data job whose algorithm the data owner has not approved."""
 
 
 def algorithm_digest(job: CommandJob) -> str:

@@ -1,16 +1,16 @@
 """`MarketClient`: a typed wrapper over the Market contract: offers, jobs, bids, heartbeats, results, verdicts.
 
 Amounts are token units: USD prices in micro-dollars per unit-second (6 decimals), stakes and slashes in COV
-wei. Views return frozen dataclasses; transactions return receipts and raise `ChainError` with the
-contract's `market: ...` reason when they revert.
+wei. Views return the frozen dataclasses of `covey.compute.records` (re-exported here); transactions return
+receipts and raise `ChainError` with the contract's `market: ...` reason when they revert. Below the client,
+what a buyer reads about a job's work across its re-posts (`job_lineage`, `delivered_units`,
+`wait_for_units`); renting a training job in one call lives in `covey.compute.rental`.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from enum import IntEnum
 from typing import Any
 
 from eth_account.signers.local import LocalAccount
@@ -24,171 +24,40 @@ from covey.chain import Chain
 from covey.chain.deploy import Deployment
 from covey.chain.market_deploy import MARKET
 from covey.chain.roles import Role
-from covey.errors import ChainError, CoveyError, ValidationError
-from covey.storage import ArtifactRef, ArtifactStore, bytes32_to_digest, parse_digest, sha256_hex
+from covey.chain.structs import struct_as, with_named_structs
+from covey.compute.errors import ComputeTimeout, NoBids
+from covey.compute.records import (
+    USD,
+    ZERO_ADDRESS,
+    Bid,
+    Job,
+    JobStatus,
+    JobTerms,
+    MarketParams,
+    Offer,
+    UnitResult,
+    Verdict,
+)
+from covey.compute.resources import Resources
 
-USD = 10**6
-ZERO_ADDRESS = "0x" + "00" * 20
-SAMPLE_BLOCK_NOT_MINED = "market: sample block not mined"
-
-
-class JobStatus(IntEnum):
-    """A job's state as the contract stores it."""
-
-    OPEN = 1
-    RUNNING = 2
-    VERIFYING = 3
-    SETTLED = 4
-    FAILED = 5
-    REJECTED = 6
-    CANCELLED = 7
-
-    @property
-    def label(self) -> str:
-        return self.name.lower()
-
-    @property
-    def finished(self) -> bool:
-        return self >= JobStatus.SETTLED
-
-
-class Verdict(IntEnum):
-    """A sampled unit's verification verdict."""
-
-    NONE = 0
-    OK = 1
-    WRONG = 2
-
-
-@dataclass(frozen=True)
-class Resources:
-    """Capacity an offer has or a job needs."""
-
-    cpu_cores: int = 1
-    memory_mb: int = 1024
-    gpus: int = 0
-
-    def fits(self, needs: Resources) -> bool:
-        """Whether this capacity covers `needs`."""
-        return self.cpu_cores >= needs.cpu_cores and self.memory_mb >= needs.memory_mb and self.gpus >= needs.gpus
-
-
-@dataclass(frozen=True)
-class Offer:
-    """A provider's standing offer."""
-
-    provider: str
-    resources: Resources
-    price_per_unit_second: int
-    active: bool
-    updated_at: int
-
-
-@dataclass(frozen=True)
-class JobTerms:
-    """What a buyer posts: the job spec's hash, the needs, the price ceiling and the shape of the work."""
-
-    spec_hash: bytes
-    units: int
-    max_price_per_unit_second: int
-    seconds_per_unit: int
-    needs: Resources = Resources()
-    bid_window_s: int = 30
-    heartbeat_interval_s: int = 60
-
-    @property
-    def escrow(self) -> int:
-        """The USD units `postJob` escrows: max price x units x seconds per unit."""
-        return self.max_price_per_unit_second * self.units * self.seconds_per_unit
-
-
-@dataclass(frozen=True)
-class Job:
-    """A job's terms, state and money, as the contract reports it."""
-
-    job_id: int
-    buyer: str
-    spec_hash: bytes
-    needs: Resources
-    max_price_per_unit_second: int
-    units: int
-    seconds_per_unit: int
-    bid_window: int
-    heartbeat_interval: int
-    first_unit: int
-    parent_job: int
-    child_job: int
-    status: JobStatus
-    bid_deadline: int
-    escrow: int
-    provider: str
-    price_per_unit_second: int
-    awarded_at: int
-    last_heartbeat: int
-    committed_units: int
-    sample_block: int
-    sample_drawn: bool
-    sample_mask: int
-    sample_size: int
-    verified_units: int
-    verify_deadline: int
-    paid_units: int
-    paid: int
-    refunded: int
-    slashed: int
-
-    @property
-    def spec_digest(self) -> str:
-        """The job spec's sha256 in the artifact store."""
-        return bytes32_to_digest(self.spec_hash)
-
-    @property
-    def heartbeat_deadline(self) -> int:
-        return self.last_heartbeat + self.heartbeat_interval
-
-    @property
-    def sampled_units(self) -> list[int]:
-        return [unit for unit in range(self.units) if self.sample_mask >> unit & 1]
-
-    def unit_price(self) -> int:
-        """USD units one unit of this job pays at the awarded price."""
-        return self.price_per_unit_second * self.seconds_per_unit
-
-
-@dataclass(frozen=True)
-class Bid:
-    provider: str
-    price_per_unit_second: int
-    stake: int
-    placed_at: int
-
-
-@dataclass(frozen=True)
-class UnitResult:
-    """A unit's committed hash and, once checked, its verdict and the verifier's hash."""
-
-    unit: int
-    result_hash: bytes
-    committed_at: int
-    sampled: bool
-    verdict: Verdict
-    recomputed_hash: bytes
-    verifier: str
-
-    @property
-    def committed(self) -> bool:
-        return self.result_hash != b"\x00" * 32
-
-
-@dataclass(frozen=True)
-class MarketParams:
-    """The Market's current owner-set parameters."""
-
-    min_provider_stake: int
-    heartbeat_slash: int
-    wrong_result_slash: int
-    sample_rate_bps: int
-    verify_window: int
+__all__ = [
+    "USD",
+    "ZERO_ADDRESS",
+    "Bid",
+    "Job",
+    "JobStatus",
+    "JobTerms",
+    "MarketClient",
+    "MarketParams",
+    "Offer",
+    "Resources",
+    "UnitOutput",
+    "UnitResult",
+    "Verdict",
+    "delivered_units",
+    "job_lineage",
+    "wait_for_units",
+]
 
 
 class MarketClient:
@@ -197,6 +66,7 @@ class MarketClient:
     def __init__(self, chain: Chain, market: Contract, usd: Contract, staking: Contract) -> None:
         self.chain = chain
         self.market = market
+        self._structs = with_named_structs(market)  # for the views that return structs
         self.usd = usd
         self.staking = staking
 
@@ -336,8 +206,8 @@ class MarketClient:
 
     def offer(self, provider: str) -> Offer | None:
         """A provider's offer, or None if it never registered."""
-        raw = self._struct("offer", self.market.functions.offer(Web3.to_checksum_address(provider)).call())
-        return None if raw["provider"] == ZERO_ADDRESS else _offer(raw)
+        raw = self._structs.functions.offer(Web3.to_checksum_address(provider)).call()
+        return None if raw.provider == ZERO_ADDRESS else _offer(raw)
 
     def offers(self, *, active_only: bool = False) -> list[Offer]:
         """Every registered offer, in registration order."""
@@ -345,47 +215,16 @@ class MarketClient:
         page_size = int(self.market.functions.MAX_PAGE().call())
         found: list[Offer] = []
         for start in range(0, total, page_size):
-            rows = self.market.functions.offers(start, page_size).call()
-            found += [_offer(self._struct("offers", row)) for row in rows]
+            rows = self._structs.functions.offers(start, page_size).call()
+            found += [_offer(row) for row in rows]
         return [offer for offer in found if offer.active or not active_only]
 
     def job_count(self) -> int:
         return int(self.market.functions.jobCount().call())
 
     def job(self, job_id: int) -> Job:
-        raw = self._struct("job", self.chain.call(self.market.functions.job(job_id)))
-        return Job(
-            job_id=job_id,
-            buyer=raw["buyer"],
-            spec_hash=bytes(raw["specHash"]),
-            needs=Resources(raw["cpuCores"], raw["memoryMb"], raw["gpus"]),
-            max_price_per_unit_second=raw["maxPricePerUnitSecond"],
-            units=raw["units"],
-            seconds_per_unit=raw["secondsPerUnit"],
-            bid_window=raw["bidWindow"],
-            heartbeat_interval=raw["heartbeatInterval"],
-            first_unit=raw["firstUnit"],
-            parent_job=raw["parentJob"],
-            child_job=raw["childJob"],
-            status=JobStatus(raw["status"]),
-            bid_deadline=raw["bidDeadline"],
-            escrow=raw["escrow"],
-            provider=raw["provider"],
-            price_per_unit_second=raw["pricePerUnitSecond"],
-            awarded_at=raw["awardedAt"],
-            last_heartbeat=raw["lastHeartbeat"],
-            committed_units=raw["committedUnits"],
-            sample_block=raw["sampleBlock"],
-            sample_drawn=raw["sampleDrawn"],
-            sample_mask=raw["sampleMask"],
-            sample_size=raw["sampleSize"],
-            verified_units=raw["verifiedUnits"],
-            verify_deadline=raw["verifyDeadline"],
-            paid_units=raw["paidUnits"],
-            paid=raw["paid"],
-            refunded=raw["refunded"],
-            slashed=raw["slashed"],
-        )
+        raw = self.chain.call(self._structs.functions.job(job_id))
+        return struct_as(Job, raw, job_id=job_id, needs=Resources(raw.cpuCores, raw.memoryMb, raw.gpus))
 
     def jobs(self, *, since: int = 1, statuses: set[JobStatus] | None = None) -> list[Job]:
         """Jobs with id >= `since`, optionally only those in `statuses`."""
@@ -393,23 +232,10 @@ class MarketClient:
         return [job for job in found if statuses is None or job.status in statuses]
 
     def bids(self, job_id: int) -> list[Bid]:
-        rows = self.chain.call(self.market.functions.bids(job_id))
-        return [
-            Bid(raw["provider"], raw["pricePerUnitSecond"], raw["stake"], raw["placedAt"])
-            for raw in (self._struct("bids", row) for row in rows)
-        ]
+        return [struct_as(Bid, row) for row in self.chain.call(self._structs.functions.bids(job_id))]
 
     def unit_result(self, job_id: int, unit: int) -> UnitResult:
-        raw = self._struct("unitResult", self.chain.call(self.market.functions.unitResult(job_id, unit)))
-        return UnitResult(
-            unit=unit,
-            result_hash=bytes(raw["resultHash"]),
-            committed_at=raw["committedAt"],
-            sampled=raw["sampled"],
-            verdict=Verdict(raw["verdict"]),
-            recomputed_hash=bytes(raw["recomputedHash"]),
-            verifier=raw["verifier"],
-        )
+        return struct_as(UnitResult, self.chain.call(self._structs.functions.unitResult(job_id, unit)), unit=unit)
 
     def unit_results(self, job_id: int) -> list[UnitResult]:
         job = self.job(job_id)
@@ -436,44 +262,12 @@ class MarketClient:
         logs = getattr(self.market.events, name)().process_receipt(receipt, errors=DISCARD)
         return [dict(log["args"]) for log in logs]
 
-    def _struct(self, function: str, row: Any) -> dict[str, Any]:
-        """A struct returned by view `function` as a dict keyed by its field names."""
-        fields = _struct_fields(self.market.abi, function)
-        if isinstance(row, dict):
-            return dict(row)
-        return dict(zip(fields, row, strict=True))
+
+def _offer(row: Any) -> Offer:
+    return struct_as(Offer, row, resources=Resources(row.cpuCores, row.memoryMb, row.gpus))
 
 
-def _struct_fields(abi: Sequence[Any], function: str) -> list[str]:
-    entry = next((item for item in abi if item.get("name") == function and item.get("type") == "function"), None)
-    if entry is None:
-        raise ChainError(f"the Market ABI has no view {function!r}: is the deployment out of date?")
-    return [component["name"] for component in entry["outputs"][0]["components"]]
-
-
-def _offer(raw: dict[str, Any]) -> Offer:
-    return Offer(
-        provider=raw["provider"],
-        resources=Resources(raw["cpuCores"], raw["memoryMb"], raw["gpus"]),
-        price_per_unit_second=raw["pricePerUnitSecond"],
-        active=raw["active"],
-        updated_at=raw["updatedAt"],
-    )
-
-
-# -- the buyer's side -------------------------------------------------------------------------------------
-
-
-class ComputeTimeout(CoveyError):
-    """A job did not reach the wanted state in time (no provider running, or nobody verifying)."""
-
-
-class RentalError(CoveyError):
-    """Renting compute failed before any usable result: escrow short, no bid, or the rented unit failed."""
-
-
-class NoBids(RentalError):
-    """A job's bid window closed without a single bid: no provider fits its needs at its price."""
+# -- a job's deliveries, across its re-posts ---------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -557,188 +351,3 @@ def _closed_without_bids(client: MarketClient, job_id: int) -> Job | None:
 
 def _describe_needs(needs: Resources) -> str:
     return f"{needs.cpu_cores} CPU, {needs.memory_mb} MiB, {needs.gpus} GPU"
-
-
-@dataclass(frozen=True)
-class RentedTraining:
-    """What `rent_training` returns: the job, the first unit's weights, and every unit's weights.
-
-    The weights were sealed to the buyer: `unit_weights` describes the opened plaintext (digest and size; the
-    URI is empty because nobody but the buyer holds it until the buyer publishes it) and `unit_bytes` holds it.
-    """
-
-    job_id: int
-    weights: bytes
-    weights_ref: ArtifactRef
-    unit_weights: dict[int, ArtifactRef]
-    units: dict[int, UnitOutput]
-    unit_bytes: dict[int, bytes]
-
-
-_TRAIN_UNIT_KEYS = frozenset({"epochs", "lr", "batch_size", "max_steps", "weight_decay"})
-_IGNORED_KEYS = frozenset({"num_threads"})  # units always train at one thread, so results are checkable
-
-
-def rent_training(
-    chain: Chain,
-    deployment: Deployment,
-    store: ArtifactStore,
-    spec_digest: str,
-    hyperparams: Mapping[str, Any],
-    buyer: LocalAccount,
-    *,
-    seeds: Sequence[int] | None = None,
-    max_price_per_unit_second: int = 100,
-    seconds_per_unit: int = 60,
-    needs: Resources = Resources(1, 2048, 0),
-    bid_window_s: int = 10,
-    heartbeat_interval_s: int = 30,
-    wait_verified: bool = False,
-    timeout_s: float = 900.0,
-    market_address: str | None = None,
-) -> RentedTraining:
-    """Rent a provider to train an Arena task's model instead of training locally; return the weights.
-
-    `spec_digest` is the task's spec hash (an Arena manifest or a bare `TaskSpec` in the store);
-    `hyperparams` may hold `epochs`, `lr`, `batch_size`, `max_steps`, `weight_decay`, `seed` and
-    `architecture` (None values keep the task's hints). One unit per seed (default: `hyperparams["seed"]`
-    or 0). The buyer escrows `max_price_per_unit_second * units * seconds_per_unit` µUSD and gets the
-    weights as soon as every unit is committed, or, with `wait_verified`, once the sample is verified.
-    The weights are sealed to the buyer's key on the provider, so nobody watching the store can take (or
-    commit to the Arena) what the buyer paid for. The caller (the trainer) submits the weights itself.
-    `post_training` and `collect_training` are the two halves, for a caller that must remember the job between them.
-    """
-    client = MarketClient.from_deployment(chain, deployment, market_address)
-    job_id = post_training(
-        client,
-        store,
-        spec_digest,
-        hyperparams,
-        buyer,
-        seeds=seeds,
-        max_price_per_unit_second=max_price_per_unit_second,
-        seconds_per_unit=seconds_per_unit,
-        needs=needs,
-        bid_window_s=bid_window_s,
-        heartbeat_interval_s=heartbeat_interval_s,
-    )
-    return collect_training(client, store, job_id, buyer, wait_verified=wait_verified, timeout_s=timeout_s)
-
-
-def post_training(
-    client: MarketClient,
-    store: ArtifactStore,
-    spec_digest: str,
-    hyperparams: Mapping[str, Any],
-    buyer: LocalAccount,
-    *,
-    seeds: Sequence[int] | None = None,
-    max_price_per_unit_second: int = 100,
-    seconds_per_unit: int = 60,
-    needs: Resources = Resources(1, 2048, 0),
-    bid_window_s: int = 10,
-    heartbeat_interval_s: int = 30,
-) -> int:
-    """Publish a training job (one unit per seed) and post it with escrow; return the job id.
-
-    The job seals its weights to `buyer` (`sealed_to`): only the buyer's key opens what the provider publishes.
-    A buyer whose USD balance is below the escrow gets `RentalError` and no job is posted.
-    """
-    from covey.compute.jobs import TrainingJob, TrainUnit, publish_job
-    from covey.compute.sealing import recipient_of
-
-    params = {key: value for key, value in dict(hyperparams).items() if value is not None}
-    unknown = set(params) - _TRAIN_UNIT_KEYS - _IGNORED_KEYS - {"seed", "architecture"}
-    if unknown:
-        raise ValidationError(f"unknown hyper-parameters {sorted(unknown)} for a rented training job")
-    chosen_seeds = list(seeds) if seeds is not None else [int(params.get("seed", 0))]
-    unit_params = {key: params[key] for key in _TRAIN_UNIT_KEYS if key in params}
-    job_spec = TrainingJob(
-        task=parse_digest(spec_digest),
-        units=[TrainUnit(seed=seed, **unit_params) for seed in chosen_seeds],
-        architecture=dict(params.get("architecture") or {}),
-        sealed_to=recipient_of(buyer.key),
-    )
-    escrow = max_price_per_unit_second * job_spec.unit_count * seconds_per_unit
-
-    def escrow_short(balance: int) -> RentalError:
-        return RentalError(
-            f"escrow short: {job_spec.unit_count} unit(s) x {seconds_per_unit} s at up to "
-            f"{max_price_per_unit_second} µUSD/unit-s needs {escrow} µUSD escrowed, but {buyer.address} holds "
-            f"{balance} µUSD; lower the max price or the units, or get USD"
-        )
-
-    if client.usd_balance(buyer.address) < escrow:
-        raise escrow_short(client.usd_balance(buyer.address))
-    terms = JobTerms(
-        spec_hash=publish_job(store, job_spec).bytes32,
-        units=job_spec.unit_count,
-        max_price_per_unit_second=max_price_per_unit_second,
-        seconds_per_unit=seconds_per_unit,
-        needs=needs,
-        bid_window_s=bid_window_s,
-        heartbeat_interval_s=heartbeat_interval_s,
-    )
-    try:
-        # Enough allowance to re-post every unit once at the same price if a provider fails.
-        return client.post_job(buyer, terms, extra_allowance=terms.escrow)
-    except ChainError as exc:
-        if exc.reason == "market: escrow short":  # the balance moved since we looked
-            raise escrow_short(client.usd_balance(buyer.address)) from exc
-        raise
-
-
-def collect_training(
-    client: MarketClient,
-    store: ArtifactStore,
-    job_id: int,
-    buyer: LocalAccount | None = None,
-    *,
-    wait_verified: bool = False,
-    timeout_s: float = 900.0,
-) -> RentedTraining:
-    """Wait for a posted training job's units, fetch their weights (hash-checked by the store) and open them.
-
-    Raises `NoBids` (after cancelling the job, refunding the `buyer`) when nobody bid, `ComputeTimeout`
-    when the units are not in by `timeout_s` (the job stays: collect it again later), and `RentalError`
-    when a unit failed on the provider (out of memory, out of time...), with the unit's own error, or when
-    its weights do not open with the `buyer`'s key (the job was sealed to someone else).
-    """
-    from covey.compute.jobs import fetch_job, fetch_result
-    from covey.compute.sealing import SealError, sealing_key, unit_context, unseal
-
-    spec_digest = client.job(job_id).spec_digest
-    spec = fetch_job(store, spec_digest)
-    units_wanted = spec.unit_count
-    key = None
-    if spec.sealed_to is not None:
-        if buyer is None:
-            raise RentalError(f"job {job_id}'s weights are sealed to its buyer: collect them with the buyer's account")
-        key = sealing_key(buyer.key)
-    try:
-        units = wait_for_units(client, job_id, units_wanted, verified_only=wait_verified, timeout_s=timeout_s)
-    except NoBids:
-        unbid = job_lineage(client, job_id)[-1]
-        if buyer is not None and unbid.buyer == buyer.address:
-            client.cancel_job(buyer, unbid.job_id)  # the escrow comes back; nobody can ever win it
-        raise
-    unit_weights: dict[int, ArtifactRef] = {}
-    unit_bytes: dict[int, bytes] = {}
-    for index, output in sorted(units.items()):
-        manifest = fetch_result(store, output.result_hash)
-        digest = manifest["outputs"].get("weights.safetensors")
-        if manifest.get("exit_code") != 0 or digest is None:
-            why = manifest.get("error") or f"exit code {manifest.get('exit_code')}, no weights"
-            raise RentalError(f"job {output.job_id} unit {index} failed on provider {output.provider}: {why}")
-        data = store.get(digest)  # hash-checked: what the provider committed is what the trainer gets
-        if key is not None:
-            try:
-                data = unseal(data, key, unit_context(spec_digest, index, "weights.safetensors"))
-            except SealError as exc:
-                raise RentalError(f"job {output.job_id} unit {index}: {exc}") from exc
-            unit_weights[index] = ArtifactRef(sha256_hex(data), "", len(data))
-        else:
-            unit_weights[index] = ArtifactRef(digest, store.uri_for(digest), len(data))
-        unit_bytes[index] = data
-    first = min(unit_weights)
-    return RentedTraining(job_id, unit_bytes[first], unit_weights[first], unit_weights, units, unit_bytes)

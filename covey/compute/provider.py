@@ -21,11 +21,17 @@ from dataclasses import dataclass, field
 
 from eth_account.signers.local import LocalAccount
 
-from covey.compute.c2d import NotApproved, PrivateDataset
-from covey.compute.client import Bid, Job, JobStatus, MarketClient, Resources
-from covey.compute.jobs import WEIGHTS_OUTPUT, CommandJob, TrainingJob, fetch_job, run_unit
-from covey.compute.sandbox import Sandbox, machine_capacity
-from covey.errors import ChainError, CoveyError, ValidationError
+from covey.chain import reverts
+from covey.compute.c2d import PrivateDataset
+from covey.compute.client import MarketClient
+from covey.compute.errors import NotApproved
+from covey.compute.offers import PricingRule, check_machine_has
+from covey.compute.records import Job, JobStatus
+from covey.compute.resources import Resources
+from covey.compute.sandbox import Sandbox
+from covey.compute.specs import CommandJob, TrainingJob, fetch_job
+from covey.compute.units import WEIGHTS_OUTPUT, run_unit
+from covey.errors import ChainError, CoveyError
 from covey.storage import ArtifactStore
 
 Log = Callable[[str], None]
@@ -33,31 +39,6 @@ Log = Callable[[str], None]
 
 def _quiet(_: str) -> None:
     pass
-
-
-@dataclass(frozen=True)
-class PricingRule:
-    """How a provider prices work: never below `floor` (USD units per unit-second, also its offer price).
-
-    With `undercut`, it bids one unit below the cheapest bid already placed, down to its floor, the way
-    a reverse auction is usually played. A job that declares network access pays `network_premium` on top
-    of the floor; with no premium set the provider does not sell network access at all.
-    """
-
-    floor: int
-    undercut: bool = False
-    network_premium: int | None = None
-
-    def bid_for(self, job: Job, bids: Sequence[Bid], *, network: bool = False) -> int | None:
-        """The price to bid on `job` given the bids so far, or None if the job pays too little (or wants a
-        network this provider does not sell)."""
-        if network and self.network_premium is None:
-            return None
-        floor = self.floor + (self.network_premium or 0) * network
-        price = floor
-        if self.undercut and bids:
-            price = max(floor, min(bid.price_per_unit_second for bid in bids) - 1)
-        return price if price <= job.max_price_per_unit_second else None
 
 
 @dataclass(frozen=True)
@@ -304,7 +285,7 @@ class ProviderAgent:
                 self.client.heartbeat(self.account, job.job_id)
             except ChainError as exc:
                 self.log(f"{self.name}: heartbeat for job {job.job_id} failed: {exc.reason or exc}")
-                if exc.reason in ("market: not running", "market: heartbeat missed"):
+                if exc.reason in (reverts.MARKET_NOT_RUNNING, reverts.MARKET_HEARTBEAT_MISSED):
                     return
 
     # -- helpers --------------------------------------------------------------------------------------
@@ -368,26 +349,6 @@ class ProviderAgent:
     def _describe_resources(self) -> str:
         r = self.resources
         return f"{r.cpu_cores} CPU, {r.memory_mb} MiB, {r.gpus} GPU"
-
-
-def check_machine_has(resources: Resources) -> None:
-    """Refuse an offer this machine cannot honour (`ValidationError` naming what is short).
-
-    The sandbox holds each unit to the cores, memory and GPUs its job declared, so an offer larger than
-    the machine would win jobs whose units then starve or fail.
-    """
-    cores, memory_mb, gpus = machine_capacity(count_gpus=resources.gpus > 0)
-    short = [
-        f"{wanted} {what} offered but this machine has {have}"
-        for what, wanted, have in (
-            ("CPU cores", resources.cpu_cores, cores),
-            ("MiB of memory", resources.memory_mb, memory_mb),
-            ("GPUs", resources.gpus, gpus),
-        )
-        if wanted > have
-    ]
-    if short:
-        raise ValidationError(f"cannot offer {', '.join(short)}")
 
 
 def wait_for(condition: Callable[[], bool], timeout_s: float, poll_s: float = 0.25) -> bool:

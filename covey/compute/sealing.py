@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from covey.compute.errors import SealError
 from covey.errors import ValidationError
 
 SEAL_SCHEME = "x25519-hkdf-sha256-aes256gcm-v1"
@@ -36,10 +37,6 @@ _NONCE = b"\x00" * 12  # each key seals exactly one plaintext (it is derived fro
 _ACCOUNT_INFO = b"covey sealed outputs v1: recipient key"
 _EPHEMERAL_INFO = b"covey sealed outputs v1: ephemeral key"
 _AEAD_INFO = b"covey sealed outputs v1: aes-256-gcm key"
-
-
-class SealError(ValidationError):
-    """A sealed output cannot be opened: wrong key, wrong unit, or not a sealed output at all."""
 
 
 def sealing_key(account_key: bytes) -> X25519PrivateKey:

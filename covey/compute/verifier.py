@@ -24,19 +24,16 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from eth_account.signers.local import LocalAccount
 
+from covey.chain import reverts
 from covey.compute.c2d import PrivateDataset
-from covey.compute.client import SAMPLE_BLOCK_NOT_MINED, Job, JobStatus, MarketClient, Verdict
-from covey.compute.jobs import (
-    CommandJob,
-    TrainingJob,
-    UnitOutcome,
-    fetch_job,
-    fetch_result,
-    run_unit,
-    weights_distance,
-)
-from covey.compute.sandbox import Sandbox, SandboxError
-from covey.compute.sealing import SealError, public_key_hex, sealing_key, unit_context, unseal
+from covey.compute.client import MarketClient
+from covey.compute.errors import InconclusiveCheck, SandboxError, SealError
+from covey.compute.records import Job, JobStatus, Verdict
+from covey.compute.sandbox import Sandbox
+from covey.compute.sealing import public_key_hex, sealing_key, unit_context, unseal
+from covey.compute.specs import CommandJob, TrainingJob, fetch_job
+from covey.compute.training import weights_distance
+from covey.compute.units import UnitOutcome, fetch_result, run_unit
 from covey.errors import ChainError, CoveyError, StorageError, ValidationError
 from covey.storage import ArtifactStore
 
@@ -47,10 +44,6 @@ _SAFETENSORS_SUFFIX = ".safetensors"
 
 def _quiet(_: str) -> None:
     pass
-
-
-class InconclusiveCheck(CoveyError):
-    """The verifier's own re-run says nothing about the provider's (it timed out or was cancelled)."""
 
 
 @dataclass(frozen=True)
@@ -140,7 +133,7 @@ class VerifierAgent:
             try:
                 sampled = self.client.draw_sample(self.account, job.job_id)
             except ChainError as exc:
-                if exc.reason != SAMPLE_BLOCK_NOT_MINED:
+                if exc.reason != reverts.MARKET_SAMPLE_BLOCK_NOT_MINED:
                     self.log(f"{self.name}: drawing job {job.job_id}'s sample failed: {exc.reason or exc}")
                 return []
             self.log(f"{self.name}: job {job.job_id}: re-running units {sampled} of {job.committed_units}")

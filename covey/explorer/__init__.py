@@ -7,8 +7,9 @@ stopped); `create_app(chain)` serves the pages and keeps indexing in a backgroun
 
 from covey.explorer.app import create_app
 from covey.explorer.charts import Bar, Series, bar_chart, line_chart
+from covey.explorer.errors import NotFound
 from covey.explorer.indexer import Indexer, PollResult, index_path
-from covey.explorer.queries import Explorer, NotFound
+from covey.explorer.queries import Explorer
 
 __all__ = [
     "Bar",

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from covey.explorer.queries import Event, Explorer, NotFound
+from covey.explorer.errors import NotFound
+from covey.explorer.queries import Event, Explorer
 
 ALLIANCE = "Alliance"
 UPDATE_LABELS = {0: "pending", 1: "accepted", 2: "rejected", 3: "undecided", 4: "missing"}

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from covey.explorer.queries import Event, Explorer, NotFound
+from covey.explorer.errors import NotFound
+from covey.explorer.queries import Event, Explorer
 
 ARENA = "Arena"
 SCORE_SCALE = 10**6  # scores are fixed point with 6 decimals, higher is better

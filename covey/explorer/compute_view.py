@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from covey.explorer.queries import Event, Explorer, NotFound
+from covey.explorer.errors import NotFound
+from covey.explorer.queries import Event, Explorer
 
 MARKET = "Market"
 

@@ -12,6 +12,13 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
+from covey.gateway.errors import (
+    GatewayError,
+    HostError,
+    InvalidRequestError,
+    ModelNotFoundError,
+    NoHostAvailableError,
+)
 from covey.gateway.x402.batcher_deploy import deploy_batcher
 from covey.gateway.x402.errors import Reason, X402Error
 from covey.gateway.x402.facilitator_app import create_facilitator_app
@@ -29,7 +36,6 @@ _LAZY = {
     "create_gateway_app": "covey.gateway.app",
     "GenerationRequest": "covey.gateway.backend",
     "LocalBackend": "covey.gateway.backend",
-    "GatewayError": "covey.gateway.errors",
     "HostConfig": "covey.gateway.host",
     "create_host_app": "covey.gateway.host",
     "Completion": "covey.gateway.inference",
@@ -58,8 +64,13 @@ __all__ = [
     "ExactEvmFacilitator",
     "ExactEvmServer",
     "FacilitatorClient",
+    "GatewayError",
+    "HostError",
     "HttpFacilitatorClient",
+    "InvalidRequestError",
     "LocalFacilitatorClient",
+    "ModelNotFoundError",
+    "NoHostAvailableError",
     "Paywall",
     "Reason",
     "StrictSettlement",

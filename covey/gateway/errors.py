@@ -1,4 +1,16 @@
-"""The inference API's failures, each with the HTTP status and OpenAI error `type` it is answered with."""
+"""The inference gateway's exceptions, in one place; each is a `covey.errors.CoveyError`.
+
+Each carries the HTTP status and the OpenAI error `type` (and `code`) it is answered with:
+
+* CoveyError
+  + GatewayError - 500 server_error
+  | + InvalidRequestError - 400 invalid_request_error: a malformed request, or one the model cannot serve
+  | + ModelNotFoundError - 404 model_not_found: no consensus model with this id is served here
+  | + NoHostAvailableError - 503 no_host_available: every host of the model is down or failed the request
+  | + HostError - 502 host_error: one host failed a request; the router fails over to the next
+  + PaymentError (covey.errors)
+    + X402Error - the payment layer's own tree, in `covey.gateway.x402.errors`
+"""
 
 from __future__ import annotations
 

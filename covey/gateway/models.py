@@ -21,6 +21,7 @@ from web3 import Web3
 from covey.bounds import UntrustedInputError, loads_json
 from covey.chain import Chain, compile_contract
 from covey.chain.deploy import Deployment
+from covey.chain.structs import with_named_structs
 from covey.errors import ChainError, CoveyError, ModelError
 from covey.gateway.errors import ModelNotFoundError
 from covey.ml import TaskSpec, build_model, load_weights
@@ -131,15 +132,12 @@ class ModelCatalog:
         self.chain = chain
         self.store = store
         self.arena = chain.contract("Arena", arena_address) if arena_address else None
+        self._arena_structs = with_named_structs(self.arena) if self.arena is not None else None
         self.max_loaded = max_loaded
         self._lock = threading.Lock()
         self._models: dict[str, ServedModel] = {}
         self._settled: set[int] = set()  # tasks already judged: servable or not, they never change
         self._loaded: OrderedDict[str, nn.Module] = OrderedDict()
-        self._task_fields: list[str] = []
-        if self.arena is not None:
-            abi: dict[str, Any] = next(dict(item) for item in self.arena.abi if item.get("name") == "task")
-            self._task_fields = [component["name"] for component in abi["outputs"][0]["components"]]
 
     # -- discovery ------------------------------------------------------------------------------------
 
@@ -162,15 +160,15 @@ class ModelCatalog:
 
     def _discover(self, task_id: int) -> ServedModel | Literal[False] | None:
         """The task's model; `None` while it is not final yet, `False` when it never will be servable."""
-        assert self.arena is not None
-        task = dict(zip(self._task_fields, self.arena.functions.task(task_id).call(), strict=True))
-        if not task["finalized"]:
+        assert self.arena is not None and self._arena_structs is not None
+        task = self._arena_structs.functions.task(task_id).call()
+        if not task.finalized:
             return None
-        if not task["hasWinner"]:
+        if not task.hasWinner:
             return False
         try:
             trainer, weights_hash, uri, score = self.chain.call(self.arena.functions.consensusModel(task_id))
-            spec = parse_spec(self.store.get(bytes(task["specHash"]).hex(), max_bytes=MAX_SPEC_BYTES))
+            spec = parse_spec(self.store.get(bytes(task.specHash).hex(), max_bytes=MAX_SPEC_BYTES))
         except ChainError:
             return None  # a node hiccup: try again on the next refresh
         except CoveyError as exc:  # the spec is missing from our store or malformed: not servable here
@@ -187,7 +185,7 @@ class ModelCatalog:
             weights_digest=bytes(weights_hash).hex(),
             weights_uri=str(uri),
             consensus_score=int(score),
-            created=int(task["scoreRevealDeadline"]),
+            created=int(task.scoreRevealDeadline),
         )
 
     def models(self) -> list[ServedModel]:

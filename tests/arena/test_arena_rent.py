@@ -19,7 +19,6 @@ import pytest
 from eth_account.signers.local import LocalAccount
 
 from covey.arena import ArenaClient, Hyperparams, TrainerNode
-from covey.arena.trainer import Rental
 from covey.chain import Chain, dev_accounts
 from covey.chain.deploy import deploy_suite
 from covey.chain.faucet import fund
@@ -27,6 +26,7 @@ from covey.chain.roles import Role
 from covey.compute.client import JobStatus, MarketClient, Resources, job_lineage
 from covey.compute.jobs import WEIGHTS_OUTPUT, fetch_result
 from covey.compute.provider import PricingRule, ProviderAgent
+from covey.compute.rental import Rental
 from covey.compute.sandbox import Sandbox
 from covey.compute.sealing import sealing_key, unit_context, unseal
 from covey.ml import default_spec, evaluate, load_weights

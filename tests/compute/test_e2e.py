@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 
 from covey.chain import Chain
-from covey.compute.client import JobStatus, JobTerms, MarketClient, Resources, delivered_units, rent_training
+from covey.compute.client import JobStatus, JobTerms, MarketClient, Resources, delivered_units
 from covey.compute.jobs import CommandJob, UnitLimits, fetch_result, publish_job
 from covey.compute.provider import Fault, PricingRule, ProviderAgent
+from covey.compute.rental import rent_training
 from covey.compute.sandbox import Sandbox
 from covey.compute.verifier import VerifierAgent
 from covey.ml import default_spec, load_weights

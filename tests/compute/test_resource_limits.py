@@ -15,17 +15,11 @@ from pathlib import Path
 import pytest
 
 from covey.chain import Chain
-from covey.compute.client import (
-    JobStatus,
-    JobTerms,
-    MarketClient,
-    RentalError,
-    Resources,
-    delivered_units,
-    rent_training,
-)
+from covey.compute.client import JobStatus, JobTerms, MarketClient, Resources, delivered_units
+from covey.compute.errors import RentalError
 from covey.compute.jobs import CommandJob, UnitLimits, fetch_result, publish_job
 from covey.compute.provider import PricingRule, ProviderAgent
+from covey.compute.rental import rent_training
 from covey.compute.sandbox import Limits, Sandbox, machine_capacity
 from covey.compute.verifier import VerifierAgent
 from covey.errors import ValidationError

@@ -19,22 +19,16 @@ from eth_account import Account
 
 from covey.arena import ArenaClient, Hyperparams, TrainerNode
 from covey.arena.client import new_salt, submission_commitment
-from covey.arena.trainer import Rental
 from covey.chain import Chain, dev_accounts
 from covey.chain.deploy import deploy_suite
 from covey.chain.roles import Role
-from covey.compute.client import (
-    MarketClient,
-    RentalError,
-    Resources,
-    collect_training,
-    post_training,
-    wait_for_units,
-)
+from covey.compute.client import MarketClient, Resources, wait_for_units
+from covey.compute.errors import RentalError, SealError
 from covey.compute.jobs import WEIGHTS_OUTPUT, fetch_job, fetch_result
 from covey.compute.provider import PricingRule, ProviderAgent
+from covey.compute.rental import Rental, collect_training, post_training
 from covey.compute.sandbox import Sandbox
-from covey.compute.sealing import SealError, recipient_of, seal, sealing_key, unit_context, unseal
+from covey.compute.sealing import recipient_of, seal, sealing_key, unit_context, unseal
 from covey.errors import ChainError
 from covey.ml import default_spec, evaluate, load_weights
 from covey.storage import open_store, sha256_hex

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from covey.alliance.aggregators._base import AggregationError, Vector
+from covey.alliance.aggregators._base import Vector
 from covey.alliance.aggregators.default import DEFAULT_BYZANTINE_FRACTION, covey_default
 from covey.alliance.aggregators.fedavg import fedavg
 from covey.alliance.aggregators.fltrust import fltrust, fltrust_committee, fltrust_trust_scores
@@ -25,6 +25,7 @@ from covey.alliance.aggregators.median import coordinate_median
 from covey.alliance.aggregators.norm_clip import norm_clip
 from covey.alliance.aggregators.trimmed_mean import trimmed_mean
 from covey.alliance.aggregators.trust import covey_trust, trust_cosines, trust_mask
+from covey.alliance.errors import AggregationError
 
 __all__ = [
     "AGGREGATORS",

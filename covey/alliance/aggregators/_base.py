@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from covey.errors import ValidationError
+from covey.alliance.errors import AggregationError
 
 Vector = npt.NDArray[np.float64]
 Matrix = npt.NDArray[np.float64]
@@ -24,10 +24,6 @@ Matrix = npt.NDArray[np.float64]
 # A product like 0.3 * 10 is 3.0000000000000004 in binary floating point; rounding it first keeps
 # "trim 30% of 10" at 3 instead of letting the last bit decide.
 _COUNT_DECIMALS = 9
-
-
-class AggregationError(ValidationError):
-    """An update, an aggregate, or a parameter of a robust rule is malformed or out of range."""
 
 
 def as_vector(update: object, what: str) -> Vector:

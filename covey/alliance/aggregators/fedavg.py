@@ -7,7 +7,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from covey.alliance.aggregators._base import AggregationError, Vector, as_matrix, sum_rows
+from covey.alliance.aggregators._base import Vector, as_matrix, sum_rows
+from covey.alliance.errors import AggregationError
 
 
 def fedavg(updates: Sequence[np.ndarray], weights: Sequence[float] | None = None) -> Vector:

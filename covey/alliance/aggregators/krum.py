@@ -12,7 +12,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from covey.alliance.aggregators._base import AggregationError, Matrix, Vector, as_matrix, check_int, sum_rows
+from covey.alliance.aggregators._base import Matrix, Vector, as_matrix, check_int, sum_rows
+from covey.alliance.errors import AggregationError
 
 
 def krum_scores(updates: Sequence[np.ndarray], n_byzantine: int) -> Vector:

@@ -27,7 +27,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any
 
-from covey.errors import CoveyError
+from covey.alliance.errors import FlowerError
 
 if TYPE_CHECKING:
     from covey.alliance.runner import RunConfig
@@ -48,10 +48,6 @@ APP_COMPONENTS = {
     "clientapp": "covey.alliance.flower.apps:client_app",
 }
 COMPLETED = "finished:completed"
-
-
-class FlowerError(CoveyError):
-    """The Flower executables are missing, a Flower process died, or a run did not complete."""
 
 
 @dataclass(frozen=True)

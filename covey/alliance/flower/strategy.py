@@ -15,7 +15,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
-from covey.alliance.aggregators import AggregationError
+from covey.alliance.errors import AggregationError
 from covey.alliance.rules import needs_reference, next_model, rule_id, trust_reference
 
 NUM_EXAMPLES_KEY = "num-examples"  # FedAvg's default `weighted_by_key`; Covey's rules ignore the weights
