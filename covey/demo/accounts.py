@@ -11,7 +11,7 @@ from rich.table import Table
 from covey.chain import Chain, dev_accounts
 from covey.chain.deploy import Deployment
 from covey.chain.roles import Role
-from covey.cli._output import format_units
+from covey.chain.units import format_units
 
 ACTOR_NAMES = ["owner", "alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "referee"]
 

@@ -8,11 +8,9 @@ from web3.logs import DISCARD
 
 from covey.chain.faucet import fund
 from covey.chain.roles import Role
-from covey.cli._output import format_units
+from covey.chain.units import COV, format_units
 from covey.demo.accounts import actors, holdings, holdings_json, holdings_table
 from covey.demo.runner import DemoContext
-
-COV = 10**18
 
 
 def token_stage(ctx: DemoContext) -> dict[str, Any]:
