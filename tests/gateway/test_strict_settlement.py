@@ -28,8 +28,9 @@ from eth_account.signers.local import LocalAccount
 from web3.contract import Contract
 
 from covey.chain import Chain, dev_accounts
-from covey.gateway import ExactEvmClient, ExactEvmFacilitator, ExactEvmServer
+from covey.gateway import ExactEvmFacilitator, ExactEvmServer
 from tests.support import free_port, wait_for_rpc
+from tests.x402_scaffolding.client import ExactEvmClient
 
 PRICE = 25_000
 
